@@ -1,0 +1,28 @@
+"""Errors a user can act on: each names the offending file or setting and how to fix it."""
+from __future__ import annotations
+
+from pathlib import Path
+
+
+class AirdError(Exception):
+    """Base class of every error aird raises on purpose."""
+
+
+class DataError(AirdError, ValueError):
+    """Bad or missing input data (image, folder, protocol file)."""
+
+    def __init__(self, message: str, path: str | Path | None = None, fix: str | None = None):
+        self.path = None if path is None else Path(path)
+        self.fix = fix
+        text = message if path is None else f"{path}: {message}"
+        if fix:
+            text += f" -- {fix}"
+        super().__init__(text)
+
+
+class ConfigError(AirdError, ValueError):
+    """A bad setting: unknown key, value out of range, unknown name."""
+
+
+class ModelFileError(AirdError, ValueError):
+    """A model file that cannot be read (wrong format, truncated, corrupt)."""

@@ -1,0 +1,144 @@
+"""One evaluation end to end: align -> (degrade) -> embed -> score -> metrics -> result record."""
+from __future__ import annotations
+
+import time
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+from typing import Literal
+
+import numpy as np
+
+from aird.data.chips import ChipSet, align_images
+from aird.data.degrade import Degradation
+from aird.eval.metrics import cosine_similarity, identification_metrics, similarity_matrix, verification_metrics
+from aird.eval.protocols import align_settings_for, lfw_identification, lfw_pairs, orl_identification
+from aird.eval.records import environment, make_record
+from aird.models.embedder import Embedder, embed_cached
+from aird.paths import data_root as resolve_data_root
+
+PAIR_MODES = ("lr-lr", "hr-lr")
+SPLITS = {"all": list(range(1, 11)), "A": [1, 2, 3, 4, 5], "B": [6, 7, 8, 9, 10]}
+
+
+def split_name(folds: list[int]) -> str:
+    for name, members in SPLITS.items():
+        if sorted(folds) == members:
+            return name
+    return "folds:" + ",".join(str(f) for f in sorted(folds))
+
+
+def embed_chips(embedder: Embedder, chips: ChipSet, degradation: Degradation | None = None,
+                progress: bool = True, desc: str = "embedding") -> np.ndarray:
+    """Embeddings of HR chips (``degradation=None``) or of their LR versions; frozen models are cached."""
+    transform = f"align-{chips.settings.key()}-" + ("hr" if degradation is None else f"lr-{degradation.key()}")
+
+    def make_faces(idx: list[int]) -> np.ndarray:
+        batch = chips.chips[idx]
+        return batch if degradation is None else degradation.batch(batch, [chips.digests[i] for i in idx])
+
+    return embed_cached(embedder, chips.digests, make_faces, transform, progress=progress, desc=desc)
+
+
+@dataclass
+class EvalConfig:
+    """Everything that decides a figure; echoed in full in the record's settings."""
+
+    res: int | None = 16  # None: HR chips, no degradation
+    pairs: Literal["lr-lr", "hr-lr"] = "lr-lr"
+    folds: list[int] = field(default_factory=lambda: list(range(1, 11)))
+    down: str = "area"
+    up: str = "bicubic"
+    blur_sigma: float = 0.0
+    noise_std: float = 0.0
+    jpeg_quality: int | None = None
+    seed: int = 0
+    chip_size: int = 150
+    method: str = "teacher"
+    adapt: str = "off"
+    n_unknown: int = 1000
+
+    def degradation(self) -> Degradation | None:
+        if self.res is None:
+            return None
+        return Degradation(res=self.res, down=self.down, up=self.up, blur_sigma=self.blur_sigma,
+                           noise_std=self.noise_std, jpeg_quality=self.jpeg_quality, seed=self.seed)
+
+
+@dataclass
+class EvalResult:
+    record: dict
+    scores: np.ndarray | None = None  # verification: one score per pair
+    labels: np.ndarray | None = None  # verification: 1 = same person
+    threshold: float | None = None
+
+
+def _settings(embedder: Embedder, cfg: EvalConfig, chips: ChipSet, root: Path, started: float, extra: dict) -> dict:
+    deg = cfg.degradation()
+    return {
+        "model_fingerprint": embedder.fingerprint(),
+        "degradation": deg.settings() if deg else None,
+        "alignment": {**asdict(chips.settings), "images": len(chips.paths), "no_face_detected": chips.n_fallback},
+        "data_root": str(root),
+        "seed": cfg.seed,
+        **extra,
+        "environment": environment(),
+        "wall_s": round(time.time() - started, 2),
+    }
+
+
+def run_verification(embedder: Embedder, cfg: EvalConfig, root: str | Path | None = None,
+                     progress: bool = True) -> EvalResult:
+    """LFW View 2 verification on ``cfg.folds`` (threshold for each fold chosen on the others)."""
+    if cfg.pairs not in PAIR_MODES:
+        raise ValueError(f"unknown pair mode {cfg.pairs!r}; choose from {list(PAIR_MODES)}")
+    started = time.time()
+    root = resolve_data_root(root)
+    pairs = lfw_pairs(root, cfg.folds)
+    images = pairs.images()
+    chips = align_images(images, align_settings_for("lfw", cfg.chip_size), progress=progress)
+    index = {p: i for i, p in enumerate(images)}
+    left = np.array([index[p] for p in pairs.left])
+    right = np.array([index[p] for p in pairs.right])
+    deg = cfg.degradation()
+    probe = embed_chips(embedder, chips, deg, progress, desc=f"embedding {cfg.res or 'HR'} px")
+    gallery = probe if (deg is None or cfg.pairs == "lr-lr") else embed_chips(embedder, chips, None, progress, "embedding HR")
+    scores = cosine_similarity(gallery[left], probe[right])
+    labels = pairs.same.astype(int)
+    metrics = verification_metrics(scores, labels, pairs.fold)
+    threshold = metrics.pop("threshold_mean", None)
+    record = make_record(
+        benchmark="lfw", task="verification", model=embedder.name, method=cfg.method, adapt=cfg.adapt,
+        res=cfg.res or cfg.chip_size, pairs=cfg.pairs if deg else "hr-hr", split=split_name(cfg.folds),
+        n=len(pairs), metrics=metrics,
+        settings=_settings(embedder, cfg, chips, root, started,
+                           {"folds": sorted(cfg.folds), "threshold_mean": threshold, "score": "cosine"}),
+    )
+    return EvalResult(record, scores, labels, threshold)
+
+
+def run_identification(embedder: Embedder, benchmark: str, cfg: EvalConfig, root: str | Path | None = None,
+                       progress: bool = True) -> EvalResult:
+    """Closed-set CMC (and open-set DIR where the protocol has unknown probes): HR gallery, LR probes."""
+    started = time.time()
+    root = resolve_data_root(root)
+    if benchmark == "lfw":
+        split = lfw_identification(root, n_unknown=cfg.n_unknown, seed=cfg.seed)
+    elif benchmark == "orl":
+        split = orl_identification(root)
+    else:
+        raise ValueError(f"unknown identification benchmark {benchmark!r}; choose from ['lfw', 'orl']")
+    chips = align_images(split.paths, align_settings_for(benchmark, cfg.chip_size), progress=progress)
+    labels = np.array(split.labels)
+    deg = cfg.degradation()
+    hr = embed_chips(embedder, chips, None, progress, desc="embedding HR")
+    lr = hr if deg is None else embed_chips(embedder, chips, deg, progress, desc=f"embedding {cfg.res} px")
+    gallery = hr[split.gallery]
+    sim_known = similarity_matrix(lr[split.probes], gallery)
+    sim_unknown = similarity_matrix(lr[split.unknown], gallery) if len(split.unknown) else None
+    metrics = identification_metrics(sim_known, labels[split.probes], labels[split.gallery], sim_unknown)
+    record = make_record(
+        benchmark=benchmark, task="identification", model=embedder.name, method=cfg.method, adapt=cfg.adapt,
+        res=cfg.res or cfg.chip_size, pairs=None, split="all", n=len(split.probes), metrics=metrics,
+        settings=_settings(embedder, cfg, chips, root, started, {"protocol": split.describe(), "score": "cosine"}),
+    )
+    return EvalResult(record)

@@ -1,0 +1,141 @@
+"""Anything that turns aligned face images into embeddings, and a cache for the frozen ones."""
+from __future__ import annotations
+
+import hashlib
+from pathlib import Path
+from typing import Callable, Protocol, Sequence, runtime_checkable
+
+import numpy as np
+import torch
+from torch import nn
+from tqdm.auto import tqdm
+
+from aird.io import atomic_path
+from aird.paths import cache_dir
+
+
+@runtime_checkable
+class Embedder(Protocol):
+    """``embed`` maps (N, H, W, 3) uint8 RGB faces to (N, D) float32 embeddings."""
+
+    name: str
+
+    def embed(self, faces: np.ndarray) -> np.ndarray: ...
+
+    def fingerprint(self) -> str | None:
+        """Identifies the exact weights; None for a model whose output may change (not cacheable)."""
+        ...
+
+
+def faces_to_tensor(faces: np.ndarray, size: int | None = None) -> torch.Tensor:
+    """(N, H, W, 3) uint8 -> (N, 3, size, size) float in 0..255, bicubic-resized when sizes differ."""
+    x = torch.from_numpy(np.ascontiguousarray(faces)).permute(0, 3, 1, 2).float()
+    if size is not None and x.shape[-1] != size:
+        x = nn.functional.interpolate(x, size=(size, size), mode="bicubic", align_corners=False).clamp_(0, 255)
+    return x
+
+
+def module_fingerprint(module: nn.Module) -> str:
+    h = hashlib.sha1()
+    for name, t in sorted(module.state_dict().items()):
+        h.update(name.encode())
+        h.update(t.detach().cpu().contiguous().numpy().tobytes())
+    return h.hexdigest()[:16]
+
+
+class TorchEmbedder:
+    """Batched, gradient-free inference of an ``nn.Module`` that reads 0..255 RGB tensors."""
+
+    def __init__(self, module: nn.Module, name: str, input_size: int | None = None, batch_size: int = 64,
+                 frozen: bool = True, device: str | torch.device = "cpu"):
+        self.module = module.to(device).eval()
+        self.name = name
+        self.input_size = input_size
+        self.batch_size = batch_size
+        self.frozen = frozen
+        self.device = torch.device(device)
+        self._fingerprint: str | None = None
+
+    def fingerprint(self) -> str | None:
+        if not self.frozen:
+            return None
+        if self._fingerprint is None:
+            self._fingerprint = f"{self.name}-{module_fingerprint(self.module)}-in{self.input_size}"
+        return self._fingerprint
+
+    @torch.inference_mode()
+    def embed(self, faces: np.ndarray) -> np.ndarray:
+        out = []
+        for i in range(0, len(faces), self.batch_size):
+            x = faces_to_tensor(faces[i : i + self.batch_size], self.input_size).to(self.device)
+            out.append(self.module(x).float().cpu().numpy())
+        return np.concatenate(out) if out else np.zeros((0, 0), np.float32)
+
+
+class EmbeddingCache:
+    """Embeddings of one frozen model under one input transform, keyed by sample key.
+
+    One ``.npz`` per (model fingerprint, transform key) holds every key seen so far; it is
+    rewritten atomically on ``flush`` so an interrupted run loses nothing already saved.
+    """
+
+    def __init__(self, model_fingerprint: str, transform_key: str, root: str | Path | None = None):
+        base = Path(root) if root else cache_dir("embeddings")
+        self.path = base / model_fingerprint / f"{transform_key}.npz"
+        self._store: dict[str, np.ndarray] = {}
+        self._dirty = False
+        if self.path.is_file():
+            try:
+                with np.load(self.path) as z:
+                    self._store = dict(zip(z["keys"].tolist(), z["vectors"]))
+            except (OSError, ValueError, KeyError, EOFError):
+                self._store = {}  # a damaged cache is rebuilt, never trusted
+
+    def missing(self, keys: Sequence[str]) -> list[int]:
+        return [i for i, k in enumerate(keys) if k not in self._store]
+
+    def put(self, keys: Sequence[str], vectors: np.ndarray) -> None:
+        for k, v in zip(keys, vectors):
+            self._store[k] = np.asarray(v, dtype=np.float32)
+        self._dirty = True
+
+    def get(self, keys: Sequence[str]) -> np.ndarray:
+        return np.stack([self._store[k] for k in keys])
+
+    def flush(self) -> None:
+        if not self._dirty:
+            return
+        keys = list(self._store)
+        with atomic_path(self.path) as tmp:
+            with open(tmp, "wb") as fh:
+                np.savez(fh, keys=np.array(keys), vectors=np.stack([self._store[k] for k in keys]))
+        self._dirty = False
+
+
+def embed_cached(
+    embedder: Embedder,
+    keys: Sequence[str],
+    make_faces: Callable[[list[int]], np.ndarray],
+    transform_key: str,
+    chunk: int = 256,
+    progress: bool = True,
+    desc: str = "embedding",
+) -> np.ndarray:
+    """Embed samples ``keys``; faces are made lazily (``make_faces(indices)``) only for what is not cached."""
+    fp = embedder.fingerprint()
+    cache = EmbeddingCache(fp, transform_key) if fp else None
+    todo = cache.missing(keys) if cache else list(range(len(keys)))
+    vectors: dict[int, np.ndarray] = {}
+    with tqdm(total=len(todo), desc=desc, unit="face", disable=not progress or not todo) as bar:
+        for s in range(0, len(todo), chunk):
+            idx = todo[s : s + chunk]
+            emb = embedder.embed(make_faces(idx))
+            if cache:
+                cache.put([keys[i] for i in idx], emb)
+                cache.flush()
+            else:
+                vectors.update(zip(idx, emb))
+            bar.update(len(idx))
+    if cache:
+        return cache.get(keys)
+    return np.stack([vectors[i] for i in range(len(keys))]) if keys else np.zeros((0, 0), np.float32)

@@ -1,0 +1,48 @@
+"""Where aird finds data and keeps caches.
+
+Data is read-only (CI mounts it so); everything aird computes goes to a cache directory of its own.
+"""
+from __future__ import annotations
+
+import os
+from pathlib import Path
+
+from aird.errors import DataError
+
+LFW_HELP = (
+    "set AIRD_DATA (or pass --data-root) to a folder holding lfw/lfw-deepfunneled/<Name>/<Name>_<NNNN>.jpg "
+    "and lfw/pairs.txt; LFW deep-funneled and pairs.txt are distributed by UMass Amherst "
+    "(vis-www.cs.umass.edu/lfw)"
+)
+
+
+def default_data_root() -> Path:
+    """AIRD_DATA if set, else ``../shared/data`` beside the project checkout or the working directory."""
+    env = os.environ.get("AIRD_DATA")
+    if env:
+        return Path(env).expanduser()
+    candidates = [
+        Path.cwd() / "../shared/data",
+        Path(__file__).resolve().parents[1] / "../shared/data",
+    ]
+    for c in candidates:
+        if c.is_dir():
+            return c.resolve()
+    return candidates[0]
+
+
+def data_root(root: str | Path | None = None) -> Path:
+    """Resolve and check a data root; raise with instructions when it does not exist."""
+    path = Path(root).expanduser() if root is not None else default_data_root()
+    if not path.is_dir():
+        raise DataError("data root does not exist", path, LFW_HELP)
+    return path
+
+
+def cache_dir(sub: str | None = None) -> Path:
+    """AIRD_CACHE if set, else ``~/.cache/aird``; created on demand."""
+    env = os.environ.get("AIRD_CACHE")
+    base = Path(env).expanduser() if env else Path.home() / ".cache" / "aird"
+    path = base / sub if sub else base
+    path.mkdir(parents=True, exist_ok=True)
+    return path
