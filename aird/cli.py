@@ -56,14 +56,17 @@ def build_parser() -> argparse.ArgumentParser:
 
     ev = sub.add_parser("eval", help="verification (LFW pairs) or identification (LFW, ORL) at a resolution",
                         epilog=EPILOG, formatter_class=argparse.RawDescriptionHelpFormatter)
-    ev.add_argument("--model", default="dlib_resnet", choices=model_names(),
-                    help="dlib = dlib-bin itself; dlib_resnet = its PyTorch port (same output, faster)")
+    ev.add_argument("--model", default="dlib_resnet", metavar="MODEL",
+                    help=f"one of {', '.join(model_names())} (dlib = dlib-bin itself; dlib_resnet = its PyTorch "
+                         "port, same output, faster), or a student .safetensors written by 'aird distill'")
     ev.add_argument("--benchmark", default="lfw", choices=["lfw", "orl"])
     ev.add_argument("--task", choices=["verification", "identification"],
                     help="default: verification for lfw, identification for orl")
     ev.add_argument("--res", type=_res, default=16, help=f"LR face side in px, one of {list(RESOLUTIONS)}, or 'hr'")
     ev.add_argument("--pairs", default="lr-lr", choices=["lr-lr", "hr-lr"], help="verification: both LR, or HR vs LR")
     ev.add_argument("--folds", type=_folds, default=list(range(1, 11)), help="LFW folds, e.g. 1-10 (default), 1-5")
+    ev.add_argument("--pairs-file", type=Path, default=None,
+                    help="pairs in LFW's pairs.txt format (default: <data-root>/lfw/pairs.txt)")
     ev.add_argument("--down", default="area", choices=sorted(INTERPOLATIONS), help="down-sampling interpolation")
     ev.add_argument("--blur", type=float, default=0.0, help="Gaussian blur sigma (HR px) before down-sampling")
     ev.add_argument("--noise", type=float, default=0.0, help="Gaussian noise std (grey levels) on the LR face")
@@ -74,6 +77,20 @@ def build_parser() -> argparse.ArgumentParser:
                     help="JSON results file; records are merged into it (default: %(default)s)")
     ev.add_argument("--plots", type=Path, default=None, help="folder for ROC and score-distribution PNGs")
     ev.add_argument("--quiet", action="store_true", help="no progress bars")
+
+    di = sub.add_parser("distill", help="train an LR student from the HR teacher (AIRD or a baseline), then test it",
+                        description="Distil the HR teacher into a student that reads LR faces. Runs on one process, "
+                                    "or on many with: torchrun --nproc_per_node N -m aird.cli distill --config ...")
+    di.add_argument("--config", type=Path, required=True, help="experiment YAML (see configs/)")
+    di.add_argument("--resume", action="store_true", help="continue from <run dir>/checkpoint.pt")
+    di.add_argument("--init", type=Path, default=None, help="start the student from these weights (.safetensors)")
+    di.add_argument("--out-dir", type=Path, default=None, help="run directory (default: runs/<name>-<split>)")
+    di.add_argument("--quiet", action="store_true", help="no progress bars")
+
+    th = sub.add_parser("train-head", help="fit the teacher's cosine classifier C_t on a config's training set")
+    th.add_argument("--config", type=Path, required=True)
+    th.add_argument("--out", type=Path, default=None, help="where to save C_t (default: <run dir>/teacher_head.safetensors)")
+    th.add_argument("--quiet", action="store_true")
     return parser
 
 
@@ -86,7 +103,8 @@ def cmd_eval(args: argparse.Namespace) -> int:
     if task == "verification" and args.benchmark != "lfw":
         raise AirdError(f"verification pairs exist for lfw only, not {args.benchmark}; use --task identification")
     cfg = EvalConfig(res=args.res, pairs=args.pairs, folds=args.folds, down=args.down, blur_sigma=args.blur,
-                     noise_std=args.noise, jpeg_quality=args.jpeg, seed=args.seed)
+                     noise_std=args.noise, jpeg_quality=args.jpeg, seed=args.seed,
+                     pairs_file=str(args.pairs_file) if args.pairs_file else None)
     embedder = load_embedder(args.model)
     progress = not args.quiet
     if task == "verification":
@@ -94,7 +112,7 @@ def cmd_eval(args: argparse.Namespace) -> int:
     else:
         result = run_identification(embedder, args.benchmark, cfg, args.data_root, progress)
     rec = result.record
-    write_records(args.out, [rec], command="aird " + shlex.join(sys.argv[1:]))
+    write_records(args.out, [rec], command="aird " + shlex.join(args.argv))
     if args.plots and result.scores is not None:
         from aird.eval.plots import plot_roc, plot_score_distributions
 
@@ -113,14 +131,49 @@ def cmd_eval(args: argparse.Namespace) -> int:
     return 0
 
 
+def _experiment(args: argparse.Namespace):
+    from aird.distill.config import load_experiment
+
+    cfg = load_experiment(args.config)
+    if getattr(args, "out_dir", None):
+        cfg.out_dir = str(args.out_dir)
+    return cfg
+
+
+def cmd_distill(args: argparse.Namespace) -> int:
+    from aird.distill.run import run_experiment
+
+    run_dir = run_experiment(_experiment(args), resume=args.resume, init=args.init, progress=not args.quiet)
+    print(f"run written to {run_dir} (student.safetensors, results.json, log.jsonl)")
+    return 0
+
+
+def cmd_train_head(args: argparse.Namespace) -> int:
+    from safetensors.torch import save_file
+
+    from aird.distill.run import train_teacher_head, training_set
+    from aird.models.teacher import DlibTeacher
+
+    cfg = _experiment(args)
+    data = training_set(cfg, DlibTeacher("torch"), progress=not args.quiet)
+    head = train_teacher_head(cfg, data)
+    out = args.out or cfg.run_dir() / "teacher_head.safetensors"
+    out.parent.mkdir(parents=True, exist_ok=True)
+    save_file({"weight": head.weight.detach().contiguous()}, str(out))
+    print(f"C_t over {data.num_classes} identities ({len(data)} faces) saved to {out}")
+    return 0
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = build_parser()
+    argv = sys.argv[1:] if argv is None else list(argv)
     args = parser.parse_args(argv)
+    args.argv = argv
     if args.command is None:
         parser.print_help()
         return 0
     try:
-        return {"eval": cmd_eval}[args.command](args)
+        return {"eval": cmd_eval, "distill": cmd_distill, "train-head": cmd_train_head}[args.command](args)
     except AirdError as exc:
         print(f"aird: error: {exc}", file=sys.stderr)
         return 2

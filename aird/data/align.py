@@ -51,8 +51,14 @@ class AlignSettings:
 FALLBACK_BOXES = {
     "lfw": (0.485, 0.53, 0.43),
     "orl": (0.46, 0.60, 0.80),
-    "full": (0.5, 0.5, 0.9),
+    "celeba": (0.483, 0.624, 0.494),
+    "utkface": (0.45, 0.45, 0.935),
 }
+
+
+def align_settings_for(dataset: str, size: int = 150) -> AlignSettings:
+    """Alignment per data set: only the fallback box (where its photos put the face) differs."""
+    return AlignSettings(size=size, fallback_box=FALLBACK_BOXES.get(dataset, FALLBACK_BOXES["lfw"]))
 
 
 @dataclass

@@ -122,8 +122,9 @@ class LFW:
     def pairs_file(self) -> Path:
         return self.root / LFW_PAIRS
 
-    def pairs(self, folds: list[int] | None = None) -> PairList:
-        return read_pairs(self.pairs_file, self.images_root).subset(folds)
+    def pairs(self, folds: list[int] | None = None, pairs_file: str | Path | None = None) -> PairList:
+        """View 2 pairs (or another file in the same format) restricted to ``folds``."""
+        return read_pairs(pairs_file or self.pairs_file, self.images_root).subset(folds)
 
     def folder(self, min_images: int = 1) -> FaceFolder:
         return FaceFolder.scan(self.images_root, min_images=min_images)

@@ -6,17 +6,11 @@ from pathlib import Path
 
 import numpy as np
 
-from aird.data.align import FALLBACK_BOXES, AlignSettings
 from aird.data.folders import FaceFolder
 from aird.data.lfw import LFW, PairList
 from aird.data.orl import load_orl
 
 BENCHMARKS = ("lfw", "orl")
-
-
-def align_settings_for(benchmark: str, size: int = 150) -> AlignSettings:
-    """Alignment per data set: only the fallback box (where its photos put the face) differs."""
-    return AlignSettings(size=size, fallback_box=FALLBACK_BOXES.get(benchmark, FALLBACK_BOXES["lfw"]))
 
 
 @dataclass
@@ -70,5 +64,5 @@ def orl_identification(root: str | Path) -> IdentificationSplit:
     return _split_folder(load_orl(root), 1, [], [])
 
 
-def lfw_pairs(root: str | Path, folds: list[int] | None = None) -> PairList:
-    return LFW(root).pairs(folds)
+def lfw_pairs(root: str | Path, folds: list[int] | None = None, pairs_file: str | Path | None = None) -> PairList:
+    return LFW(root).pairs(folds, pairs_file)

@@ -11,9 +11,10 @@ import numpy as np
 from aird.data.chips import ChipSet, align_images
 from aird.data.degrade import Degradation
 from aird.eval.metrics import cosine_similarity, identification_metrics, similarity_matrix, verification_metrics
-from aird.eval.protocols import align_settings_for, lfw_identification, lfw_pairs, orl_identification
+from aird.data.align import align_settings_for
+from aird.eval.protocols import lfw_identification, lfw_pairs, orl_identification
 from aird.eval.records import environment, make_record
-from aird.models.embedder import Embedder, embed_cached
+from aird.models.embedder import Embedder, embed_chips
 from aird.paths import data_root as resolve_data_root
 
 PAIR_MODES = ("lr-lr", "hr-lr")
@@ -25,18 +26,6 @@ def split_name(folds: list[int]) -> str:
         if sorted(folds) == members:
             return name
     return "folds:" + ",".join(str(f) for f in sorted(folds))
-
-
-def embed_chips(embedder: Embedder, chips: ChipSet, degradation: Degradation | None = None,
-                progress: bool = True, desc: str = "embedding") -> np.ndarray:
-    """Embeddings of HR chips (``degradation=None``) or of their LR versions; frozen models are cached."""
-    transform = f"align-{chips.settings.key()}-" + ("hr" if degradation is None else f"lr-{degradation.key()}")
-
-    def make_faces(idx: list[int]) -> np.ndarray:
-        batch = chips.chips[idx]
-        return batch if degradation is None else degradation.batch(batch, [chips.digests[i] for i in idx])
-
-    return embed_cached(embedder, chips.digests, make_faces, transform, progress=progress, desc=desc)
 
 
 @dataclass
@@ -53,14 +42,16 @@ class EvalConfig:
     jpeg_quality: int | None = None
     seed: int = 0
     chip_size: int = 150
+    out_size: int | None = None  # side the LR face is up-sampled to (default: chip_size)
     method: str = "teacher"
     adapt: str = "off"
     n_unknown: int = 1000
+    pairs_file: str | None = None  # another pairs file in LFW's format (default: the data root's pairs.txt)
 
     def degradation(self) -> Degradation | None:
         if self.res is None:
             return None
-        return Degradation(res=self.res, down=self.down, up=self.up, blur_sigma=self.blur_sigma,
+        return Degradation(res=self.res, down=self.down, up=self.up, out_size=self.out_size, blur_sigma=self.blur_sigma,
                            noise_std=self.noise_std, jpeg_quality=self.jpeg_quality, seed=self.seed)
 
 
@@ -69,6 +60,7 @@ class EvalResult:
     record: dict
     scores: np.ndarray | None = None  # verification: one score per pair
     labels: np.ndarray | None = None  # verification: 1 = same person
+    folds: np.ndarray | None = None  # verification: each pair's fold
     threshold: float | None = None
 
 
@@ -87,13 +79,18 @@ def _settings(embedder: Embedder, cfg: EvalConfig, chips: ChipSet, root: Path, s
 
 
 def run_verification(embedder: Embedder, cfg: EvalConfig, root: str | Path | None = None,
-                     progress: bool = True) -> EvalResult:
-    """LFW View 2 verification on ``cfg.folds`` (threshold for each fold chosen on the others)."""
+                     progress: bool = True, gallery_embedder: Embedder | None = None) -> EvalResult:
+    """LFW View 2 verification on ``cfg.folds`` (threshold for each fold chosen on the others).
+
+    In ``hr-lr`` mode the HR side is embedded by ``gallery_embedder`` (default: the same model), so a
+    distilled student can match LR probes against a gallery the HR teacher enrolled.
+    """
     if cfg.pairs not in PAIR_MODES:
         raise ValueError(f"unknown pair mode {cfg.pairs!r}; choose from {list(PAIR_MODES)}")
     started = time.time()
     root = resolve_data_root(root)
-    pairs = lfw_pairs(root, cfg.folds)
+    pairs = lfw_pairs(root, cfg.folds, cfg.pairs_file)
+    folds = sorted(set(pairs.fold.tolist()))
     images = pairs.images()
     chips = align_images(images, align_settings_for("lfw", cfg.chip_size), progress=progress)
     index = {p: i for i, p in enumerate(images)}
@@ -101,23 +98,25 @@ def run_verification(embedder: Embedder, cfg: EvalConfig, root: str | Path | Non
     right = np.array([index[p] for p in pairs.right])
     deg = cfg.degradation()
     probe = embed_chips(embedder, chips, deg, progress, desc=f"embedding {cfg.res or 'HR'} px")
-    gallery = probe if (deg is None or cfg.pairs == "lr-lr") else embed_chips(embedder, chips, None, progress, "embedding HR")
+    hr_model = gallery_embedder or embedder
+    gallery = probe if (deg is None or cfg.pairs == "lr-lr") else embed_chips(hr_model, chips, None, progress, "embedding HR")
     scores = cosine_similarity(gallery[left], probe[right])
     labels = pairs.same.astype(int)
     metrics = verification_metrics(scores, labels, pairs.fold)
     threshold = metrics.pop("threshold_mean", None)
     record = make_record(
         benchmark="lfw", task="verification", model=embedder.name, method=cfg.method, adapt=cfg.adapt,
-        res=cfg.res or cfg.chip_size, pairs=cfg.pairs if deg else "hr-hr", split=split_name(cfg.folds),
+        res=cfg.res or cfg.chip_size, pairs=cfg.pairs if deg else "hr-hr",
+        split=split_name(folds) if cfg.pairs_file is None else f"custom:{Path(cfg.pairs_file).name}",
         n=len(pairs), metrics=metrics,
         settings=_settings(embedder, cfg, chips, root, started,
-                           {"folds": sorted(cfg.folds), "threshold_mean": threshold, "score": "cosine"}),
+                           {"folds": folds, "gallery_model": hr_model.name if cfg.pairs == "hr-lr" else None, "pairs_file": str(cfg.pairs_file or root / "lfw/pairs.txt"), "threshold_mean": threshold, "score": "cosine"}),
     )
-    return EvalResult(record, scores, labels, threshold)
+    return EvalResult(record, scores, labels, pairs.fold, threshold)
 
 
 def run_identification(embedder: Embedder, benchmark: str, cfg: EvalConfig, root: str | Path | None = None,
-                       progress: bool = True) -> EvalResult:
+                       progress: bool = True, gallery_embedder: Embedder | None = None) -> EvalResult:
     """Closed-set CMC (and open-set DIR where the protocol has unknown probes): HR gallery, LR probes."""
     started = time.time()
     root = resolve_data_root(root)
@@ -130,7 +129,8 @@ def run_identification(embedder: Embedder, benchmark: str, cfg: EvalConfig, root
     chips = align_images(split.paths, align_settings_for(benchmark, cfg.chip_size), progress=progress)
     labels = np.array(split.labels)
     deg = cfg.degradation()
-    hr = embed_chips(embedder, chips, None, progress, desc="embedding HR")
+    hr_model = gallery_embedder or embedder
+    hr = embed_chips(hr_model, chips, None, progress, desc="embedding HR")
     lr = hr if deg is None else embed_chips(embedder, chips, deg, progress, desc=f"embedding {cfg.res} px")
     gallery = hr[split.gallery]
     sim_known = similarity_matrix(lr[split.probes], gallery)
@@ -139,6 +139,6 @@ def run_identification(embedder: Embedder, benchmark: str, cfg: EvalConfig, root
     record = make_record(
         benchmark=benchmark, task="identification", model=embedder.name, method=cfg.method, adapt=cfg.adapt,
         res=cfg.res or cfg.chip_size, pairs=None, split="all", n=len(split.probes), metrics=metrics,
-        settings=_settings(embedder, cfg, chips, root, started, {"protocol": split.describe(), "score": "cosine"}),
+        settings=_settings(embedder, cfg, chips, root, started, {"protocol": split.describe(), "gallery_model": hr_model.name, "score": "cosine"}),
     )
     return EvalResult(record)

@@ -10,6 +10,8 @@ import torch
 from torch import nn
 from tqdm.auto import tqdm
 
+from aird.data.chips import ChipSet
+from aird.data.degrade import Degradation
 from aird.io import atomic_path
 from aird.paths import cache_dir
 
@@ -139,3 +141,19 @@ def embed_cached(
     if cache:
         return cache.get(keys)
     return np.stack([vectors[i] for i in range(len(keys))]) if keys else np.zeros((0, 0), np.float32)
+
+
+def embed_chips(embedder: Embedder, chips: ChipSet, degradation: Degradation | None = None,
+                progress: bool = True, desc: str = "embedding", flip: bool = False) -> np.ndarray:
+    """Embeddings of HR chips (``degradation=None``) or of their LR versions, optionally mirrored
+    left-right; frozen models are cached per (weights, alignment, transform)."""
+    transform = f"align-{chips.settings.key()}-" + ("hr" if degradation is None else f"lr-{degradation.key()}")
+    transform += "-flip" if flip else ""
+
+    def make_faces(idx: list[int]) -> np.ndarray:
+        batch = chips.chips[idx]
+        if flip:
+            batch = np.ascontiguousarray(batch[:, :, ::-1])
+        return batch if degradation is None else degradation.batch(batch, [chips.digests[i] for i in idx])
+
+    return embed_cached(embedder, chips.digests, make_faces, transform, progress=progress, desc=desc)

@@ -1,6 +1,8 @@
 """Turn a model name from the command line or a config into an Embedder."""
 from __future__ import annotations
 
+from pathlib import Path
+
 from aird.errors import ConfigError
 from aird.models.embedder import Embedder, TorchEmbedder
 from aird.models.registry import get_model, list_models
@@ -15,6 +17,12 @@ def model_names() -> list[str]:
 
 
 def load_embedder(name: str, batch_size: int = 64) -> Embedder:
+    """A registered model by name, or a student weights file written by ``aird distill``."""
+    if name.endswith(".safetensors"):
+        from aird.models.student import load_student
+
+        module, meta = load_student(name)
+        return TorchEmbedder(module, Path(name).stem, int(meta["input_size"]), batch_size)
     if name == "dlib":
         return DlibTeacher("dlib")
     if name == "dlib_resnet":

@@ -2,11 +2,10 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from aird.data.align import AlignSettings, FaceAligner
+from aird.data.align import AlignSettings, FaceAligner, align_settings_for
 from aird.data.chips import ChipCache, align_images
 from aird.data.images import load_rgb
 from aird.errors import DataError
-from aird.eval.protocols import align_settings_for
 
 
 @pytest.fixture(scope="module")

@@ -1,0 +1,106 @@
+"""An experiment end to end: training set -> teacher head -> distillation -> student export -> test folds."""
+from __future__ import annotations
+
+import json
+import time
+from dataclasses import asdict
+from pathlib import Path
+
+import numpy as np
+import torch
+import torch.distributed as dist
+
+from aird.distill.config import ExperimentConfig
+from aird.distill.data import SPLIT_TEST_FOLDS, TrainingSet, build_training_set
+from aird.distill.trainer import Trainer, _world, init_distributed, load_checkpoint
+from aird.eval.records import write_records
+from aird.eval.runner import EvalConfig, run_verification
+from aird.io import atomic_path, write_json
+from aird.models.embedder import Embedder, TorchEmbedder
+from aird.models.heads import CosineClassifier, fit_cosine_head
+from aird.models.registry import get_model
+from aird.models.student import load_student, save_student
+from aird.models.teacher import DlibTeacher
+from aird.paths import data_root
+
+
+def training_set(cfg: ExperimentConfig, teacher: Embedder, progress: bool) -> TrainingSet:
+    rank, world = _world()
+    root = data_root(cfg.data.data_root)
+    # Rank 0 fills the caches first; the others then read them instead of aligning in parallel.
+    if world > 1 and rank != 0:
+        dist.barrier()
+    data = build_training_set(root, cfg.data.split, teacher, cfg.data.pools, cfg.data.leak_threshold,
+                              progress=progress and rank == 0)
+    if world > 1 and rank == 0:
+        dist.barrier()
+    return data
+
+
+def train_teacher_head(cfg: ExperimentConfig, data: TrainingSet) -> CosineClassifier:
+    """C_t: a cosine classifier over the training identities, fitted on the frozen teacher's features."""
+    return fit_cosine_head(data.teacher, data.labels, data.num_classes, cfg.head.scale, cfg.head.margin,
+                           cfg.head.steps, seed=cfg.train.seed)
+
+
+def student_embedder(student: torch.nn.Module, name: str, input_size: int) -> TorchEmbedder:
+    return TorchEmbedder(student.eval(), name, input_size)
+
+
+def evaluate_student(cfg: ExperimentConfig, student: torch.nn.Module, teacher: Embedder, progress: bool) -> list[dict]:
+    """Verification on the split's own test folds, each fold's threshold chosen on the split's other folds."""
+    root = data_root(cfg.data.data_root)
+    embedder = student_embedder(student, cfg.name, cfg.student.input_size)
+    records = []
+    for res in cfg.eval.res:
+        for mode in cfg.eval.pairs:
+            ecfg = EvalConfig(res=res, pairs=mode, folds=SPLIT_TEST_FOLDS[cfg.data.split], out_size=cfg.student.input_size,
+                              method=cfg.method, seed=cfg.train.seed)
+            result = run_verification(embedder, ecfg, root, progress, gallery_embedder=teacher)
+            rec = result.record
+            rec["settings"]["experiment"] = asdict(cfg)
+            records.append(rec)
+            # Per-pair scores, so both splits can be merged into the 6,000-pair "all" figure.
+            with atomic_path(cfg.run_dir() / f"scores-{res}-{mode}.npz") as tmp:
+                with open(tmp, "wb") as fh:
+                    np.savez(fh, scores=result.scores, labels=result.labels, folds=result.folds)
+    return records
+
+
+def run_experiment(cfg: ExperimentConfig, resume: bool = False, init: str | Path | None = None,
+                   progress: bool = True) -> Path:
+    device = init_distributed()
+    rank, world = _world()
+    if cfg.train.threads:
+        torch.set_num_threads(cfg.train.threads)
+    torch.manual_seed(cfg.train.seed)
+    run_dir = cfg.run_dir()
+    started = time.time()
+    teacher = DlibTeacher("torch")
+    data = training_set(cfg, teacher, progress)
+    head = train_teacher_head(cfg, data)
+    student = get_model(cfg.student.model)
+    if init:
+        student, _ = load_student(init)
+    trainer = Trainer(cfg, data, student, head, run_dir, device, progress)
+    if resume:
+        if trainer.checkpoint_path.is_file():
+            trainer.load_state(load_checkpoint(trainer.checkpoint_path), trainer.checkpoint_path)
+        elif rank == 0:
+            print(f"no checkpoint at {trainer.checkpoint_path}: starting from step 0")
+    if rank == 0:
+        write_json(run_dir / "config.json", asdict(cfg))
+        write_json(run_dir / "data.json", data.report)
+    trainer.fit()
+    train_s = time.time() - started
+    if rank == 0:
+        save_student(run_dir / "student.safetensors", trainer.model.student, cfg.student.model,
+                     cfg.student.input_size, config=json.dumps(asdict(cfg)))
+        records = evaluate_student(cfg, trainer.model.student, teacher, progress)
+        for rec in records:
+            rec["settings"].update(train_wall_s=round(train_s, 1), world_size=world, steps=trainer.step,
+                                   data=data.report)
+        write_records(run_dir / "results.json", records, command=f"aird distill --config <{cfg.name}>")
+    if world > 1:
+        dist.barrier()
+    return run_dir

@@ -1,0 +1,256 @@
+"""One training loop for one process or many (``torchrun``; gloo on CPU, nccl on GPU).
+
+The teacher's features are cached (``TrainingSet.teacher``), so a step runs the student only: LR faces
+in, f_s and the student head's cosines out, the registered losses against f_t and the frozen C_t.
+Everything random is a function of (seed, epoch, sample), so ``--resume`` continues exactly.
+"""
+from __future__ import annotations
+
+import json
+import math
+import os
+import signal
+import time
+from dataclasses import asdict
+from pathlib import Path
+from typing import Callable
+
+import numpy as np
+import torch
+import torch.distributed as dist
+from torch import nn
+from tqdm.auto import tqdm
+
+from aird.data.degrade import stable_seed
+from aird.distill.config import ExperimentConfig
+from aird.distill.data import TrainingSet
+from aird.distill.losses import DistillOutputs, WeightedLosses
+from aird.distill.methods import method_terms
+from aird.errors import AirdError, ModelFileError
+from aird.io import atomic_path
+from aird.models.embedder import faces_to_tensor
+from aird.models.heads import CosineClassifier
+
+
+class TrainingError(AirdError):
+    """Training cannot go on (non-finite loss, bad checkpoint)."""
+
+
+class Distiller(nn.Module):
+    """Student backbone + head, trained; the teacher head C_t stays frozen and in eval mode whatever
+    ``.train()`` is called (the teacher backbone is not here: its features are cached)."""
+
+    def __init__(self, student: nn.Module, student_head: CosineClassifier, teacher_head: CosineClassifier,
+                 losses: WeightedLosses):
+        super().__init__()
+        self.student, self.student_head, self.losses = student, student_head, losses
+        self.teacher_head = teacher_head.requires_grad_(False).eval()
+
+    def train(self, mode: bool = True) -> "Distiller":
+        super().train(mode)
+        self.teacher_head.eval()
+        return self
+
+    def forward(self, lr_faces: torch.Tensor, f_t: torch.Tensor, labels: torch.Tensor,
+                queue_t: torch.Tensor | None) -> tuple[torch.Tensor, dict[str, float]]:
+        f_s = self.student(lr_faces).float()
+        with torch.no_grad():
+            cos_t = self.teacher_head(f_t)
+        out = DistillOutputs(f_s=f_s, f_t=f_t, cos_s=self.student_head(f_s), cos_t=cos_t, labels=labels, queue_t=queue_t)
+        return self.losses(out)
+
+
+def _world() -> tuple[int, int]:
+    if dist.is_available() and dist.is_initialized():
+        return dist.get_rank(), dist.get_world_size()
+    return 0, 1
+
+
+def init_distributed() -> torch.device:
+    """Join the process group when launched by torchrun; choose the device."""
+    if "WORLD_SIZE" in os.environ and int(os.environ["WORLD_SIZE"]) > 1 and not dist.is_initialized():
+        backend = "nccl" if torch.cuda.is_available() else "gloo"
+        dist.init_process_group(backend)
+    if torch.cuda.is_available():
+        local = int(os.environ.get("LOCAL_RANK", 0))
+        torch.cuda.set_device(local)
+        return torch.device("cuda", local)
+    return torch.device("cpu")
+
+
+def lr_at(step: int, total: int, base: float, warmup: int) -> float:
+    """Linear warm-up, then cosine decay to zero: a function of the step alone (nothing to resume)."""
+    if step < warmup:
+        return base * (step + 1) / warmup
+    progress = (step - warmup) / max(1, total - warmup)
+    return base * 0.5 * (1.0 + math.cos(math.pi * min(1.0, progress)))
+
+
+def epoch_order(n: int, seed: int, epoch: int) -> np.ndarray:
+    return np.random.default_rng(stable_seed("order", seed, epoch)).permutation(n)
+
+
+def save_checkpoint(path: Path, state: dict) -> None:
+    """Temp file + rename: a crash mid-write leaves the previous checkpoint intact."""
+    with atomic_path(path) as tmp:
+        torch.save(state, tmp)
+
+
+def load_checkpoint(path: str | Path) -> dict:
+    path = Path(path)
+    if not path.is_file():
+        raise ModelFileError(f"{path}: checkpoint not found")
+    try:
+        return torch.load(path, map_location="cpu", weights_only=True)
+    except Exception as exc:  # torch raises many types for a damaged zip/pickle
+        raise ModelFileError(f"{path}: not a readable aird checkpoint ({type(exc).__name__}: {exc}); "
+                             "delete it to start over, or pass another --resume/--init file") from None
+
+
+def _interrupt(signum: int, frame: object) -> None:
+    # SIGTERM (a scheduler's pre-emption) takes the same path as Ctrl-C: checkpoint, then leave.
+    raise KeyboardInterrupt
+
+
+class Trainer:
+    def __init__(self, cfg: ExperimentConfig, data: TrainingSet, student: nn.Module, teacher_head: CosineClassifier,
+                 run_dir: Path, device: torch.device | None = None, progress: bool = True):
+        self.cfg, self.data, self.run_dir = cfg, data, Path(run_dir)
+        self.device = device or torch.device("cpu")
+        self.rank, self.world = _world()
+        t = cfg.train
+        if t.batch_size % self.world:
+            raise TrainingError(f"train.batch_size {t.batch_size} is not divisible by the {self.world} processes")
+        self.local_batch = t.batch_size // self.world
+        student_head = CosineClassifier(teacher_head.weight.shape[1], teacher_head.weight.shape[0])
+        student_head.load_state_dict(teacher_head.state_dict())  # C_s starts as C_t
+        losses = WeightedLosses(method_terms(cfg.method, cfg.losses))
+        self.model = Distiller(student, student_head, teacher_head, losses).to(self.device)
+        self.ddp = (nn.parallel.DistributedDataParallel(self.model, device_ids=[self.device.index] if self.device.type == "cuda" else None)
+                    if self.world > 1 else self.model)
+        params = [{"params": student.parameters(), "lr": t.lr},
+                  {"params": student_head.parameters(), "lr": t.head_lr or t.lr}]
+        if t.optimizer == "sgd":
+            self.opt = torch.optim.SGD(params, lr=t.lr, momentum=t.momentum, weight_decay=t.weight_decay)
+        else:
+            self.opt = torch.optim.AdamW(params, lr=t.lr, weight_decay=t.weight_decay)
+        self.base_lrs = [g["lr"] for g in self.opt.param_groups]
+        self.degradation = cfg.degradation.build(cfg.student.input_size, t.seed)
+        self.steps_per_epoch = len(data) // t.batch_size
+        if self.steps_per_epoch == 0:
+            raise TrainingError(f"{len(data)} training faces are fewer than one batch of {t.batch_size}")
+        self.total_steps = self.steps_per_epoch * t.epochs
+        self.step = 0
+        self.queue = torch.zeros(0, data.teacher.shape[1])
+        self.amp = t.amp == "on" or (t.amp == "auto" and self.device.type == "cuda")
+        self.progress = progress and self.rank == 0
+        self.teacher = torch.from_numpy(data.teacher).float()
+        self.teacher_flip = torch.from_numpy(data.teacher_flip).float()
+        self.labels = torch.from_numpy(data.labels)
+
+    # -- state ---------------------------------------------------------------------------------
+    def state(self) -> dict:
+        return {
+            "format": "aird-checkpoint-v1",
+            "step": self.step,
+            "student": self.model.student.state_dict(),
+            "student_head": self.model.student_head.state_dict(),
+            "teacher_head": self.model.teacher_head.state_dict(),
+            "optimizer": self.opt.state_dict(),
+            "queue": self.queue.clone(),
+            "config": json.loads(json.dumps(asdict(self.cfg))),
+            "identities": list(self.data.identities),
+        }
+
+    def load_state(self, state: dict, source: Path) -> None:
+        if state.get("format") != "aird-checkpoint-v1":
+            raise ModelFileError(f"{source}: not an aird training checkpoint (format {state.get('format')!r})")
+        if state["config"] != json.loads(json.dumps(asdict(self.cfg))):
+            raise TrainingError(f"{source}: checkpoint was made with another config; resume with the same "
+                                "--config, or start a new run directory")
+        self.model.student.load_state_dict(state["student"])
+        self.model.student_head.load_state_dict(state["student_head"])
+        self.opt.load_state_dict(state["optimizer"])
+        self.queue = state["queue"]
+        self.step = int(state["step"])
+
+    @property
+    def checkpoint_path(self) -> Path:
+        return self.run_dir / "checkpoint.pt"
+
+    def save(self) -> None:
+        if self.rank == 0:
+            save_checkpoint(self.checkpoint_path, self.state())
+
+    # -- one step ------------------------------------------------------------------------------
+    def _batch(self, epoch: int, index_in_epoch: int) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+        t = self.cfg.train
+        order = epoch_order(len(self.data), t.seed, epoch)
+        start = index_in_epoch * t.batch_size + self.rank * self.local_batch
+        idx = order[start : start + self.local_batch]
+        chips = self.data.chips[idx]
+        flips = np.zeros(len(idx), dtype=bool)
+        if self.cfg.data.flip:
+            flips = np.array([np.random.default_rng(stable_seed("flip", t.seed, epoch, int(i))).random() < 0.5 for i in idx])
+            chips = np.where(flips[:, None, None, None], chips[:, :, ::-1], chips)
+        lr = self.degradation.batch(chips, [f"{self.data.digests[i]}:{epoch}" for i in idx])
+        f_t = torch.where(torch.from_numpy(flips)[:, None], self.teacher_flip[idx], self.teacher[idx])
+        return faces_to_tensor(lr), f_t, self.labels[idx]
+
+    def _update_queue(self, f_t: torch.Tensor) -> None:
+        size = self.cfg.train.queue_size
+        if size > 0:
+            self.queue = torch.cat([f_t.detach().cpu(), self.queue])[:size]
+
+    def fit(self, on_step: Callable[[int], None] | None = None) -> None:
+        """Train to the end (or ``max_steps``); Ctrl-C / SIGTERM save a checkpoint before leaving."""
+        t = self.cfg.train
+        last = min(self.total_steps, t.max_steps or self.total_steps)
+        self.run_dir.mkdir(parents=True, exist_ok=True)
+        log = open(self.run_dir / "log.jsonl", "a") if self.rank == 0 else None
+        previous = signal.signal(signal.SIGTERM, _interrupt)
+        self.model.train()
+        bar = tqdm(total=last, initial=self.step, desc=f"distill {self.cfg.method}", unit="step", disable=not self.progress)
+        started = time.time()
+        try:
+            while self.step < last:
+                epoch, within = divmod(self.step, self.steps_per_epoch)
+                x, f_t, labels = self._batch(epoch, within)
+                x, f_t, labels = x.to(self.device), f_t.to(self.device), labels.to(self.device)
+                for group, base in zip(self.opt.param_groups, self.base_lrs):
+                    group["lr"] = lr_at(self.step, self.total_steps, base, t.warmup_steps)
+                queue = self.queue.to(self.device) if len(self.queue) else None
+                with torch.autocast(self.device.type, enabled=self.amp):
+                    loss, parts = self.ddp(x, f_t, labels, queue)
+                if not torch.isfinite(loss):
+                    raise TrainingError(f"loss became {loss.item()} at step {self.step} (terms {parts}); lower "
+                                        f"train.lr or check the data; last good checkpoint: {self.checkpoint_path}")
+                self.opt.zero_grad(set_to_none=True)
+                loss.backward()
+                grad_norm = nn.utils.clip_grad_norm_(self.model.parameters(), t.clip_grad)
+                self.opt.step()
+                self._update_queue(f_t)
+                self.step += 1
+                bar.update()
+                bar.set_postfix(loss=f"{loss.item():.4f}")
+                if log and (self.step % t.log_every == 0 or self.step == last):
+                    log.write(json.dumps({"step": self.step, "epoch": epoch, "loss": loss.item(), **parts,
+                                          "lr": self.opt.param_groups[0]["lr"], "grad_norm": float(grad_norm),
+                                          "elapsed_s": round(time.time() - started, 2)}) + "\n")
+                    log.flush()
+                if self.step % t.checkpoint_every == 0:
+                    self.save()
+                if on_step:
+                    on_step(self.step)
+        except KeyboardInterrupt:
+            self.save()
+            if self.rank == 0:
+                print(f"\ninterrupted at step {self.step}: checkpoint saved to {self.checkpoint_path}; "
+                      "continue with --resume")
+            raise
+        finally:
+            bar.close()
+            signal.signal(signal.SIGTERM, previous)
+            if log:
+                log.close()
+        self.save()

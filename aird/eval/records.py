@@ -1,0 +1,234 @@
+"""Result records in the project's one shape (see RESULTS.md): build, check, merge, read, tabulate.
+
+A results file is ``{"records": [...], "command": "..."}``; every table and plot is made from these.
+"""
+from __future__ import annotations
+
+import datetime as _dt
+import json
+import math
+import os
+import platform
+import subprocess
+from collections.abc import Iterable, Sequence
+from importlib import metadata
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from aird.errors import DataError
+from aird.io import write_json
+
+TASKS = ("verification", "identification")
+# Fields that together name what a record measured: a later record with the same key replaces it.
+IDENTITY_KEYS = ("benchmark", "task", "model", "method", "adapt", "res", "pairs", "split")
+REQUIRED_KEYS = IDENTITY_KEYS + ("n", "metrics", "settings")
+TIMING_METRICS = ("faces_per_s", "p50_ms", "p99_ms")
+
+
+def _is_timing(key: str) -> bool:
+    return key in TIMING_METRICS or key.endswith("_s") or key.endswith("_ms")
+
+
+def _int(value: Any, key: str, minimum: int) -> int:
+    # bool is an int subclass but never a count or a size.
+    if isinstance(value, (bool, np.bool_)) or not isinstance(value, (int, np.integer)):
+        raise ValueError(f"record key {key!r} must be an int, got {value!r}")
+    if value < minimum:
+        raise ValueError(f"record key {key!r} must be >= {minimum}, got {value}")
+    return int(value)
+
+
+def _metric(key: Any, value: Any) -> float:
+    if not isinstance(key, str) or not key:
+        raise ValueError(f"metric names must be non-empty strings, got {key!r}")
+    if value is None:
+        raise ValueError(f"metric {key!r} is None: leave a figure that was not measured out, never null or zero")
+    if isinstance(value, (bool, np.bool_)) or not isinstance(value, (int, float, np.integer, np.floating)):
+        raise ValueError(f"metric {key!r} must be a number, got {value!r}")
+    v = float(value)
+    if not math.isfinite(v):
+        raise ValueError(f"metric {key!r} must be finite, got {v}")
+    if _is_timing(key):
+        if v < 0:
+            raise ValueError(f"timing metric {key!r} must be >= 0, got {v}")
+    elif not 0.0 <= v <= 1.0:
+        raise ValueError(f"metric {key!r} must be a fraction in [0, 1], got {v}")
+    return v
+
+
+def make_record(**fields: Any) -> dict:
+    """A checked record: required keys first in RESULTS.md order, then any extra keys as given.
+
+    Raises ValueError naming the offending key. Metric values become plain floats.
+    """
+    missing = [k for k in REQUIRED_KEYS if k not in fields]
+    if missing:
+        raise ValueError(f"record is missing required keys: {', '.join(missing)}")
+    for key in ("benchmark", "task", "model", "method", "adapt", "split"):
+        if not isinstance(fields[key], str) or not fields[key]:
+            raise ValueError(f"record key {key!r} must be a non-empty string, got {fields[key]!r}")
+    if fields["task"] not in TASKS:
+        raise ValueError(f"record key 'task' must be one of {TASKS}, got {fields['task']!r}")
+    pairs = fields["pairs"]
+    if fields["task"] == "identification" and pairs is not None:
+        raise ValueError(f"record key 'pairs' must be null for identification, got {pairs!r}")
+    if fields["task"] == "verification" and (not isinstance(pairs, str) or not pairs):
+        raise ValueError(f"record key 'pairs' must name the pair mode (e.g. 'lr-lr') for verification, got {pairs!r}")
+    res = _int(fields["res"], "res", 1)
+    n = _int(fields["n"], "n", 1)
+    if not isinstance(fields["metrics"], dict):
+        raise ValueError(f"record key 'metrics' must be an object, got {type(fields['metrics']).__name__}")
+    if not isinstance(fields["settings"], dict):
+        raise ValueError(f"record key 'settings' must be an object, got {type(fields['settings']).__name__}")
+    metrics = {k: _metric(k, v) for k, v in fields["metrics"].items()}
+    record = {k: fields[k] for k in REQUIRED_KEYS}
+    record.update(res=res, n=n, metrics=metrics, settings=dict(fields["settings"]))
+    record.update({k: v for k, v in fields.items() if k not in record})
+    return record
+
+
+def identity(record: dict) -> tuple:
+    """The key under which a record replaces an earlier one in a merged file."""
+    return tuple(record[k] for k in IDENTITY_KEYS)
+
+
+def _identity_text(record: dict) -> str:
+    """A record's identity fields as ``key=value`` text, for messages."""
+    return ", ".join(f"{k}={record.get(k)!r}" for k in IDENTITY_KEYS)
+
+
+def git_commit(repo: str | Path | None = None) -> str | None:
+    """HEAD commit of the git repository holding ``repo`` (default: this package); None if there is none."""
+    where = Path(repo) if repo is not None else Path(__file__).resolve().parents[2]
+    try:
+        out = subprocess.run(["git", "rev-parse", "--verify", "HEAD"], cwd=where, capture_output=True,
+                             text=True, timeout=10, check=False)
+    except (OSError, subprocess.SubprocessError):
+        return None
+    commit = out.stdout.strip()
+    return commit if out.returncode == 0 and commit else None
+
+
+def _version(dist: str) -> str | None:
+    try:
+        return metadata.version(dist)
+    except metadata.PackageNotFoundError:
+        return None
+
+
+def environment() -> dict:
+    """What produced a figure: interpreter, library versions, machine, commit and time (UTC)."""
+    try:
+        import dlib  # noqa: PLC0415 - optional; only its version is wanted
+
+        dlib_version = getattr(dlib, "__version__", None)
+    except ImportError:
+        dlib_version = None
+    return {
+        "python": platform.python_version(),
+        # From the installed metadata: importing torch just for its version costs seconds.
+        "torch": _version("torch"),
+        "numpy": np.__version__,
+        "dlib": dlib_version,
+        "platform": platform.platform(),
+        "cpu_count": os.cpu_count(),
+        "git_commit": git_commit(),
+        "timestamp_utc": _dt.datetime.now(_dt.timezone.utc).isoformat(timespec="seconds"),
+    }
+
+
+def load_records(path: str | Path) -> list[dict]:
+    """Records of a results file, each checked; DataError names the file and the bad record."""
+    path = Path(path)
+    try:
+        data = json.loads(path.read_text())
+    except FileNotFoundError:
+        raise DataError("results file does not exist", path) from None
+    except json.JSONDecodeError as e:
+        raise DataError(f"not valid JSON ({e})", path) from None
+    if not isinstance(data, dict) or not isinstance(data.get("records"), list):
+        raise DataError('not a results file: expected {"records": [...], "command": "..."}', path)
+    records = []
+    for i, r in enumerate(data["records"]):
+        if not isinstance(r, dict):
+            raise DataError(f"record {i} is not an object", path)
+        try:
+            records.append(make_record(**r))
+        except ValueError as e:
+            raise DataError(f"record {i}: {e}", path) from None
+    return records
+
+
+def write_records(path: str | Path, records: Iterable[dict], command: str, merge: bool = True) -> list[dict]:
+    """Write records atomically; with ``merge``, keep the file's other records and replace same-key ones.
+
+    Records keep the file's order, replaced ones in place and new ones appended. Because a merged
+    file mixes runs, each new record also keeps ``command`` in ``settings["command"]`` unless set;
+    the file's top-level ``command`` is the latest. Returns the records written.
+    """
+    if not isinstance(command, str) or not command:
+        raise ValueError("command must be the non-empty command line that reproduces these records")
+    new = []
+    for r in records:
+        r = make_record(**r)
+        r["settings"].setdefault("command", command)
+        new.append(r)
+    keys = [identity(r) for r in new]
+    if len(set(keys)) != len(keys):
+        dup = next(k for k in keys if keys.count(k) > 1)
+        raise ValueError(f"two records with the same identity {dict(zip(IDENTITY_KEYS, dup))}")
+    path = Path(path)
+    merged = {identity(r): r for r in load_records(path)} if merge and path.exists() else {}
+    merged.update(zip(keys, new))
+    out = list(merged.values())
+    write_json(path, {"records": out, "command": command})
+    return out
+
+
+def _column_order(values: list) -> list:
+    # Resolutions and other ints read best high to low (150, 32, 16, 8); anything else keeps first-seen order.
+    if values and all(isinstance(v, int) and not isinstance(v, bool) for v in values):
+        return sorted(values, reverse=True)
+    return values
+
+
+def _cell_text(value: Any) -> str:
+    return ("null" if value is None else str(value)).replace("|", "\\|")
+
+
+def markdown_table(records: Sequence[dict], row_keys: Sequence[str], col_key: str, metric: str,
+                   fmt: str = "{:.1%}") -> str:
+    """Pivot ``metrics[metric]`` into a Markdown table: one row per distinct ``row_keys`` tuple (first-seen
+    order), one column per ``col_key`` value; cells without the metric read "—".
+
+    Raises ValueError when two records land in one cell (filter them first, e.g. by split).
+    """
+    rows: dict[tuple, None] = {}
+    cols: dict[Any, None] = {}
+    cells: dict[tuple, dict] = {}
+    for r in records:
+        try:
+            row = tuple(r[k] for k in row_keys)
+            col = r[col_key]
+        except KeyError as e:
+            raise ValueError(f"record has no key {e.args[0]!r}: {_identity_text(r)}") from None
+        if (row, col) in cells:
+            raise ValueError(f"two records for row {dict(zip(row_keys, row))}, {col_key}={col!r}: "
+                             f"{_identity_text(cells[row, col])} and {_identity_text(r)}")
+        rows.setdefault(row)
+        cols.setdefault(col)
+        cells[row, col] = r
+    columns = _column_order(list(cols))
+    lines = [
+        "| " + " | ".join([*row_keys, *(f"{col_key}={_cell_text(c)}" for c in columns)]) + " |",
+        "|" + "---|" * len(row_keys) + "---:|" * len(columns),
+    ]
+    for row in rows:
+        texts = [_cell_text(v) for v in row]
+        for c in columns:
+            value = cells.get((row, c), {}).get("metrics", {}).get(metric)
+            texts.append("—" if value is None else fmt.format(value))
+        lines.append("| " + " | ".join(texts) + " |")
+    return "\n".join(lines) + "\n"

@@ -1,0 +1,281 @@
+"""dlib's face recognition ResNet (``dlib_face_recognition_resnet_model_v1.dat``) in PyTorch, exactly.
+
+The network, as dlib's dnn_face_recognition_ex.cpp defines it (input side first here):
+
+    stem    con 32 7x7/2 -> affine -> relu -> max_pool 3x3/2
+    level4  3 x ares<32>
+    level3  ares_down<64>  + 3 x ares<64>
+    level2  ares_down<128> + 2 x ares<128>
+    level1  ares_down<256> + 2 x ares<256>
+    level0  ares_down<256>
+    head    avg_pool_everything -> fc_no_bias 128
+
+    ares      = relu(block(x) + x)
+    ares_down = relu(block_stride2(x) + avg_pool 2x2/2 (x))
+    block     = affine(con 3x3/1 (relu(affine(con 3x3/stride (x)))))
+
+dlib details that decide exactness: a con/pool with stride 1 pads size/2, any other stride pads 0;
+``add_prev`` of tensors of different channel count or size adds them over their common top-left
+region and keeps each one's values where only it exists (the output takes the larger size of
+each dimension, missing values count as 0) -- at 150 px level1's first block meets a 3x3 residual
+with a 4x4 shortcut, and level0's a 1x1 with a 2x2; input pixels become (p - mean_channel) / 256.
+"""
+from __future__ import annotations
+
+from collections import OrderedDict
+from pathlib import Path
+from typing import Any, Iterator
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+from aird.errors import ModelFileError
+from aird.models.dlib_format import DlibNet, LayerRecord, LayerSpec, load_dlib_net
+from aird.models.registry import register_model
+
+DAT_NAME = "dlib_face_recognition_resnet_model_v1.dat"
+INPUT_SIZE = 150
+EMBEDDING_DIM = 128
+# Smallest input at which level0's stride-2 3x3 convolution still has a 3x3 input (dlib itself takes 150).
+MIN_INPUT_SIZE = 103
+# (name, channels, residual blocks, first block down-samples), input side first.
+LEVELS = (
+    ("level4", 32, 3, False),
+    ("level3", 64, 4, True),
+    ("level2", 128, 3, True),
+    ("level1", 256, 3, True),
+    ("level0", 256, 1, True),
+)
+STEM_CHANNELS = 32
+
+
+def default_dat_path() -> Path:
+    """The model file shipped by the ``face_recognition_models`` package."""
+    from aird.data.align import dlib_model_file
+
+    return dlib_model_file(DAT_NAME)
+
+
+class Affine(nn.Module):
+    """dlib's ``affine_``: batch norm folded after training, y = gamma * x + beta per channel (fixed)."""
+
+    def __init__(self, channels: int):
+        super().__init__()
+        self.register_buffer("gamma", torch.ones(channels))
+        self.register_buffer("beta", torch.zeros(channels))
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return x * self.gamma.view(1, -1, 1, 1) + self.beta.view(1, -1, 1, 1)
+
+    def extra_repr(self) -> str:
+        return str(self.gamma.numel())
+
+
+def add_zero_padded(a: torch.Tensor, b: torch.Tensor) -> torch.Tensor:
+    """dlib's ``tt::add(out, a, b)``: sizes may differ; each is zero-extended to the larger one."""
+    if a.shape == b.shape:
+        return a + b
+    c, h, w = (max(x, y) for x, y in zip(a.shape[1:], b.shape[1:]))
+
+    def grow(t: torch.Tensor) -> torch.Tensor:
+        return F.pad(t, (0, w - t.shape[3], 0, h - t.shape[2], 0, c - t.shape[1]))
+
+    return grow(a) + grow(b)
+
+
+def _same_padding(size: int, stride: int) -> int:
+    # dlib's con_ and pooling defaults: padding = stride != 1 ? 0 : size / 2
+    return 0 if stride != 1 else size // 2
+
+
+class ResBlock(nn.Module):
+    """``ares`` / ``ares_down``: relu(block(x) + shortcut(x)), added the dlib way."""
+
+    def __init__(self, in_channels: int, channels: int, downsample: bool):
+        super().__init__()
+        stride = 2 if downsample else 1
+        self.conv1 = nn.Conv2d(in_channels, channels, 3, stride, _same_padding(3, stride))
+        self.bn1 = Affine(channels)
+        self.conv2 = nn.Conv2d(channels, channels, 3, 1, _same_padding(3, 1))
+        self.bn2 = Affine(channels)
+        self.shortcut: nn.Module = nn.AvgPool2d(2, 2) if downsample else nn.Identity()
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        y = self.bn2(self.conv2(F.relu(self.bn1(self.conv1(x)))))
+        return F.relu(add_zero_padded(y, self.shortcut(x)))
+
+
+class DlibResNet(nn.Module):
+    """The port. Input (N, 3, H, W) RGB pixels 0..255 (float or uint8); output (N, 128), as dlib (not re-normalised).
+
+    Any input of at least MIN_INPUT_SIZE (103) pixels a side works; dlib itself takes 150x150 chips.
+    """
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.register_buffer("input_mean", torch.zeros(3))
+        self.stem = nn.Sequential(
+            OrderedDict(
+                conv=nn.Conv2d(3, STEM_CHANNELS, 7, 2, _same_padding(7, 2)),
+                bn=Affine(STEM_CHANNELS),
+                relu=nn.ReLU(),
+                pool=nn.MaxPool2d(3, 2, _same_padding(3, 2)),
+            )
+        )
+        levels, channels = OrderedDict(), STEM_CHANNELS
+        for name, out, blocks, down in LEVELS:
+            levels[name] = nn.Sequential(*(ResBlock(channels if b == 0 else out, out, down and b == 0) for b in range(blocks)))
+            channels = out
+        self.levels = nn.Sequential(levels)
+        self.fc = nn.Linear(channels, EMBEDDING_DIM, bias=False)
+        # The chip size dlib was trained on (embedders resize other chips to it).
+        self.input_size = INPUT_SIZE
+        # Euclidean distance below which dlib calls two descriptors the same person (from the loss layer).
+        self.distance_threshold = 0.6
+        self.source_sha256 = ""
+
+    def normalize_input(self, x: torch.Tensor) -> torch.Tensor:
+        if x.ndim != 4 or x.shape[1] != 3:
+            raise ValueError(f"expected an (N, 3, H, W) RGB batch, got shape {tuple(x.shape)}")
+        if min(x.shape[2:]) < MIN_INPUT_SIZE:
+            raise ValueError(f"input {tuple(x.shape[2:])} is too small: the face ResNet needs at least {MIN_INPUT_SIZE} px a side")
+        if x.dtype == torch.uint8:
+            x = x.float()
+        elif not x.is_floating_point():
+            raise ValueError(f"expected uint8 or floating pixels 0..255, got {x.dtype}")
+        return (x - self.input_mean.view(1, 3, 1, 1)) / 256.0
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        x = self.levels(self.stem(self.normalize_input(x)))
+        return self.fc(x.mean(dim=(2, 3)))
+
+    @classmethod
+    def from_dlib_net(cls, net: DlibNet) -> "DlibResNet":
+        model = cls()
+        model._load_records(net)
+        return model.eval()
+
+    def _load_records(self, net: DlibNet) -> None:
+        src = net.source
+        if net.input.version != "input_rgb_image_sized" or net.input.size != (INPUT_SIZE, INPUT_SIZE):
+            raise ModelFileError(f"{src}: input layer is {net.input.version} {net.input.size}, expected input_rgb_image_sized 150x150")
+        if not net.loss.version.startswith("loss_metric_"):
+            raise ModelFileError(f"{src}: loss layer is {net.loss.version}, expected loss_metric_")
+        plan = list(_plan(self))
+        if len(plan) != len(net.layers):
+            raise ModelFileError(f"{src}: {len(net.layers)} layers read, the face ResNet has {len(plan)}")
+        with torch.no_grad():
+            self.input_mean.copy_(torch.tensor(net.input.mean_rgb, dtype=torch.float32))
+            for i, ((spec, module, expect), rec) in enumerate(zip(plan, net.layers)):
+                if (rec.kind, rec.tag) != (spec.kind, spec.tag):
+                    raise ModelFileError(f"{src}: layer {i} is {rec.kind}{rec.tag or ''}, expected {spec.kind}{spec.tag or ''}")
+                for key, value in expect.items():
+                    if rec.attrs.get(key) != value:
+                        raise ModelFileError(
+                            f"{src}: layer {i} ({rec.version}) has {key}={rec.attrs.get(key)!r}, the face ResNet expects {value!r}"
+                        )
+                if module is not None:
+                    _load_params(module, rec, f"{src}: layer {i} ({rec.version})")
+        self.distance_threshold = float(net.loss.dist_thresh)
+        self.source_sha256 = net.sha256
+
+
+def _pool(size: int, stride: int) -> dict[str, Any]:
+    pad = _same_padding(size, stride)
+    return dict(nr=size, nc=size, stride_y=stride, stride_x=stride, padding_y=pad, padding_x=pad)
+
+
+def _conv(filters: int, size: int, stride: int) -> dict[str, Any]:
+    return dict(num_filters=filters, use_bias=True, use_relu=False, **_pool(size, stride))
+
+
+_AFFINE = dict(mode=0, disabled=False)
+
+
+def _plan(model: DlibResNet | None) -> Iterator[tuple[LayerSpec, nn.Module | None, dict[str, Any]]]:
+    """The layer sequence of the file, input side first: (spec, module that takes the weights, expected settings)."""
+
+    def m(get):  # the layout alone needs no modules
+        return None if model is None else get(model)
+
+    yield LayerSpec("con"), m(lambda x: x.stem.conv), _conv(STEM_CHANNELS, 7, 2)
+    yield LayerSpec("affine"), m(lambda x: x.stem.bn), _AFFINE
+    yield LayerSpec("relu"), None, {}
+    yield LayerSpec("max_pool"), None, _pool(3, 2)
+    for name, channels, blocks, down in LEVELS:
+        for b in range(blocks):
+            block = m(lambda x, name=name, b=b: getattr(x.levels, name)[b])
+            stride = 2 if down and b == 0 else 1
+            yield LayerSpec("tag", 1), None, {}
+            yield LayerSpec("con"), block and block.conv1, _conv(channels, 3, stride)
+            yield LayerSpec("affine"), block and block.bn1, _AFFINE
+            yield LayerSpec("relu"), None, {}
+            yield LayerSpec("con"), block and block.conv2, _conv(channels, 3, 1)
+            yield LayerSpec("affine"), block and block.bn2, _AFFINE
+            if stride == 2:
+                yield LayerSpec("tag", 2), None, {}
+                yield LayerSpec("skip", 1), None, {}
+                yield LayerSpec("avg_pool"), None, _pool(2, 2)
+                yield LayerSpec("add_prev", 2), None, {}
+            else:
+                yield LayerSpec("add_prev", 1), None, {}
+            yield LayerSpec("relu"), None, {}
+    # avg_pool_everything is avg_pool_<0,0,1,1>: a 0 window means the whole plane.
+    yield LayerSpec("avg_pool"), None, dict(nr=0, nc=0, stride_y=1, stride_x=1, padding_y=0, padding_x=0)
+    yield LayerSpec("fc"), m(lambda x: x.fc), dict(num_outputs=EMBEDDING_DIM, bias_mode=1)
+
+
+def face_resnet_layout() -> tuple[LayerSpec, ...]:
+    """The expected layer sequence of ``dlib_face_recognition_resnet_model_v1.dat``, input side first."""
+    return tuple(spec for spec, _, _ in _plan(None))
+
+
+def _load_params(module: nn.Module, rec: LayerRecord, where: str) -> None:
+    def put(target: torch.Tensor, value: np.ndarray, name: str) -> None:
+        if tuple(target.shape) != value.shape:
+            raise ModelFileError(f"{where}: {name} has shape {value.shape}, the face ResNet expects {tuple(target.shape)}")
+        target.copy_(torch.from_numpy(value))
+
+    if isinstance(module, nn.Conv2d):
+        put(module.weight, rec.params["weight"], "filters")
+        put(module.bias, rec.params["bias"], "biases")
+    elif isinstance(module, Affine):
+        put(module.gamma, rec.params["gamma"], "gamma")
+        put(module.beta, rec.params["beta"], "beta")
+    elif isinstance(module, nn.Linear):
+        # dlib stores (num_inputs, num_outputs) and computes x @ W; torch stores W transposed.
+        put(module.weight, np.ascontiguousarray(rec.params["weight"].T), "weights")
+    else:
+        raise TypeError(f"no weights to load into {type(module).__name__}")
+
+
+def load_dlib_resnet(path: str | Path | None = None, cache: bool = True) -> DlibResNet:
+    """The exact port of a dlib face ResNet file (default: the one face_recognition_models ships), in eval mode."""
+    path = Path(path) if path is not None else default_dat_path()
+    return DlibResNet.from_dlib_net(load_dlib_net(path, face_resnet_layout(), cache=cache))
+
+
+def chips_to_tensor(chips: np.ndarray) -> torch.Tensor:
+    """Aligned chips as stored ((N, H, W, 3) or (H, W, 3) uint8 RGB) to the model's (N, 3, H, W) uint8 input."""
+    arr = np.asarray(chips)
+    if arr.ndim == 3:
+        arr = arr[None]
+    if arr.ndim != 4 or arr.shape[3] != 3:
+        raise ValueError(f"expected (N, H, W, 3) RGB chips, got shape {arr.shape}")
+    return torch.from_numpy(np.ascontiguousarray(arr.transpose(0, 3, 1, 2)))
+
+
+@register_model("dlib_resnet")
+def _dlib_resnet(path: str | Path | None = None) -> nn.Module:
+    return load_dlib_resnet(path)
+
+
+@register_model("dlib_resnet_bn")
+def _dlib_resnet_bn(path: str | Path | None = None, stats: str | Path | None = None) -> nn.Module:
+    """The port with batch norm restored from shipped statistics (measured on LFW faces; see docs/teacher_port.md)."""
+    from aird.models.bn_restore import BN_STATS_ASSET, batchnorm_from_stats, load_bn_stats
+
+    bn_stats, _ = load_bn_stats(stats or BN_STATS_ASSET)
+    return batchnorm_from_stats(load_dlib_resnet(path), bn_stats)

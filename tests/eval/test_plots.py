@@ -1,0 +1,46 @@
+"""Plots write a real PNG, atomically, from scores and labels."""
+from __future__ import annotations
+
+import numpy as np
+import pytest
+
+from aird.eval.plots import plot_roc, plot_score_distributions
+
+PNG_SIGNATURE = b"\x89PNG\r\n\x1a\n"
+
+
+def scores(seed: int, n: int = 400, shift: float = 1.0) -> tuple[np.ndarray, np.ndarray]:
+    rng = np.random.default_rng(seed)
+    labels = rng.integers(0, 2, size=n)
+    return rng.normal(size=n) + shift * labels, labels
+
+
+def assert_png(path):
+    data = path.read_bytes()
+    assert len(data) > 1000 and data.startswith(PNG_SIGNATURE)
+    assert [p.name for p in path.parent.iterdir()] == [path.name]  # no temporary left behind
+
+
+def test_plot_roc_writes_png(tmp_path):
+    path = tmp_path / "figs" / "roc.png"
+    # The separable curve has FAR = 0 points, which a log axis cannot show unless clipped.
+    separable = (np.array([0.1, 0.2, 0.8, 0.9]), np.array([0, 0, 1, 1]))
+    out = plot_roc({"HR": scores(0, shift=3.0), "LR 8px": scores(1), "separable": separable}, path, title="LFW")
+    assert out == path
+    assert_png(path)
+
+
+def test_plot_score_distributions_writes_png(tmp_path):
+    path = tmp_path / "dist.png"
+    groups = {f"res {r}": scores(r, shift=r / 16) for r in (8, 16, 32, 64)}
+    groups["genuine only"] = (np.array([0.5, 0.6]), np.array([1, 1]))
+    plot_score_distributions(groups, path, thresholds={"res 8": 0.2, "res 32": 0.9})
+    assert_png(path)
+
+
+def test_plot_errors(tmp_path):
+    with pytest.raises(ValueError, match="no curves"):
+        plot_roc({}, tmp_path / "a.png")
+    with pytest.raises(ValueError, match="not plotted"):
+        plot_score_distributions({"a": scores(0)}, tmp_path / "b.png", thresholds={"b": 0.1})
+    assert list(tmp_path.iterdir()) == []

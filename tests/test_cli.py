@@ -1,0 +1,66 @@
+"""The ``aird`` command end to end on a small real subset of LFW and ORL."""
+import json
+
+import pytest
+
+from aird.cli import main
+
+
+@pytest.fixture(scope="module")
+def small_pairs(data_root, tmp_path_factory):
+    """Two folds of 4 same + 4 different real LFW pairs, in pairs.txt format."""
+    lines = (data_root / "lfw" / "pairs.txt").read_text().splitlines()[1:]
+    per_fold = 600
+    body = ["2\t4"]
+    for fold in range(2):
+        block = lines[fold * per_fold : (fold + 1) * per_fold]
+        body += block[:4] + block[300:304]
+    path = tmp_path_factory.mktemp("pairs") / "pairs_small.txt"
+    path.write_text("\n".join(body) + "\n")
+    return path
+
+
+@pytest.mark.parametrize("model", ["dlib", "dlib_resnet"])
+def test_eval_verification_end_to_end(data_root, small_pairs, tmp_path, capsys, model):
+    out = tmp_path / "results.json"
+    rc = main(["eval", "--model", model, "--res", "16", "--pairs-file", str(small_pairs), "--data-root", str(data_root),
+               "--out", str(out), "--plots", str(tmp_path / "plots"), "--quiet"])
+    assert rc == 0
+    doc = json.loads(out.read_text())
+    (rec,) = doc["records"]
+    assert rec["benchmark"] == "lfw" and rec["task"] == "verification" and rec["model"] == model
+    assert rec["res"] == 16 and rec["pairs"] == "lr-lr" and rec["n"] == 16 and rec["split"] == "custom:pairs_small.txt"
+    assert 0.5 <= rec["metrics"]["accuracy"] <= 1.0
+    assert rec["settings"]["degradation"]["res"] == 16 and rec["settings"]["alignment"]["images"] > 0
+    assert "--pairs-file" in doc["command"]
+    pngs = sorted(p.name for p in (tmp_path / "plots").glob("*.png"))
+    assert len(pngs) == 2 and all((tmp_path / "plots" / p).read_bytes()[:8] == b"\x89PNG\r\n\x1a\n" for p in pngs)
+    assert "accuracy" in capsys.readouterr().out
+
+
+def test_eval_orl_identification(data_root, tmp_path):
+    out = tmp_path / "orl.json"
+    assert main(["eval", "--benchmark", "orl", "--res", "16", "--data-root", str(data_root), "--out", str(out), "--quiet"]) == 0
+    (rec,) = json.loads(out.read_text())["records"]
+    assert rec["task"] == "identification" and rec["pairs"] is None and rec["n"] == 360
+    assert rec["metrics"]["rank1"] <= rec["metrics"]["rank5"] <= rec["metrics"]["rank10"]
+    assert rec["metrics"]["rank1"] > 0.5  # 40 people; chance is 2.5%
+
+
+def test_bad_inputs_are_clear_errors(tmp_path, capsys):
+    assert main(["eval", "--data-root", str(tmp_path / "nowhere"), "--quiet"]) == 2
+    err = capsys.readouterr().err
+    assert "nowhere" in err and "AIRD_DATA" in err
+    with pytest.raises(SystemExit):
+        main(["eval", "--res", "15"])
+    assert "unknown resolution 15" in capsys.readouterr().err
+    with pytest.raises(SystemExit):
+        main(["eval", "--folds", "0-3"])
+    assert main(["eval", "--benchmark", "orl", "--task", "verification", "--quiet"]) == 2
+
+
+def test_help_lists_commands(capsys):
+    with pytest.raises(SystemExit):
+        main(["--help"])
+    text = capsys.readouterr().out
+    assert "eval" in text and "examples" in text
