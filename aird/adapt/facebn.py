@@ -128,17 +128,18 @@ class FaceBN:
 
     def __call__(self, x: torch.Tensor, stream: str = DEFAULT_STREAM) -> torch.Tensor:
         """Embeddings of the batch ``x``, normalised with ``stream``'s statistics (ema: after updating them)."""
-        if self.mode == "ema":
-            self._stats = self._streams.setdefault(stream, self._training_stats())
-        elif self.mode == "adabn":
-            if stream not in self._streams:
-                raise ConfigError(f"adabn stream {stream!r} has no statistics yet: call fit() on its target set "
-                                  "first (or use embed_two_pass)")
-            self._stats = self._streams[stream]
-        try:
-            return self._run(x)
-        finally:
-            self._stats = None
+        if self.mode == "adabn" and stream not in self._streams:
+            raise ConfigError(f"adabn stream {stream!r} has no statistics yet: call fit() on its target set "
+                              "first (or use embed_two_pass)")
+        # Outside inference mode, so that stream statistics stay ordinary tensors whatever mode the caller
+        # is in: inference tensors cannot join autograd or be updated in place outside inference mode.
+        with torch.inference_mode(False), torch.no_grad():
+            if self.mode in STATEFUL_MODES:
+                self._stats = self._streams.setdefault(stream, self._training_stats())
+            try:
+                return self.model(x)
+            finally:
+                self._stats = None
 
     def fit(self, batches: Iterable[torch.Tensor], stream: str = DEFAULT_STREAM) -> None:
         """adabn's first pass: set ``stream``'s statistics to the exact mean and variance over all ``batches``.
@@ -151,8 +152,9 @@ class FaceBN:
             raise ConfigError(f"fit() estimates adabn statistics; this adapter's mode is {self.mode!r}")
         self._pooled = {}
         try:
-            for batch in batches:
-                self._run(torch.as_tensor(batch))
+            with torch.inference_mode(False), torch.no_grad():
+                for batch in batches:
+                    self.model(torch.as_tensor(batch))
             pooled = self._pooled
         finally:
             self._pooled = None
@@ -215,12 +217,6 @@ class FaceBN:
     def _training_stats(self) -> dict[str, Stats]:
         return {name: (bn.running_mean.clone(), bn.running_var.clone()) for name, bn in self.layers.items()}
 
-    def _run(self, x: torch.Tensor) -> torch.Tensor:
-        # Outside inference mode, so that statistics computed here stay ordinary tensors: an inference
-        # tensor kept in a stream could not be updated or saved once the caller leaves inference mode.
-        with torch.inference_mode(False), torch.no_grad():
-            return self.model(x)
-
     def _normalise(self, name: str, bn: _BatchNorm, x: torch.Tensor) -> torch.Tensor:
         if self._pooled is not None:
             self._accumulate(name, x)
@@ -234,6 +230,9 @@ class FaceBN:
             a = self.alpha
             mean = (1 - a) * bn.running_mean + a * batch_mean
             var = bn.running_var if batch_var is None else (1 - a) * bn.running_var + a * batch_var
+        elif self._stats is None:
+            raise RuntimeError(f"the {self.mode} statistics belong to a stream: call the adapter, adapter(x, stream), "
+                               "not adapter.model")
         elif self.mode == "ema":
             mean, var = self._stats[name]
             batch_mean, batch_var = _batch_stats(x, mean.dtype)
