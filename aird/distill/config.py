@@ -14,6 +14,9 @@ from aird.errors import ConfigError
 class StudentConfig:
     model: str = "dlib_resnet_bn"  # registry name; initialised with the teacher's weights
     input_size: int = 150  # the LR face is up-sampled to this side before the student reads it
+    # "train": BN normalises with each batch's statistics while training (and tracks LR running stats);
+    # "frozen": BN keeps the restored HR statistics, so training starts from the teacher's exact function.
+    bn: str = "train"
 
 
 @dataclass
@@ -91,6 +94,8 @@ class ExperimentConfig:
     def __post_init__(self) -> None:
         method_terms(self.method, self.losses)  # unknown method or term fails here, at load
         self.degradation.build(self.student.input_size, self.train.seed)
+        if self.student.bn not in ("train", "frozen"):
+            raise ConfigError(f"student.bn must be 'train' or 'frozen', got {self.student.bn!r}")
         if self.data.split not in ("A", "B"):
             raise ConfigError(f"data.split must be 'A' or 'B', got {self.data.split!r}")
         if self.train.optimizer not in ("sgd", "adamw"):

@@ -41,14 +41,19 @@ class Distiller(nn.Module):
     ``.train()`` is called (the teacher backbone is not here: its features are cached)."""
 
     def __init__(self, student: nn.Module, student_head: CosineClassifier, teacher_head: CosineClassifier,
-                 losses: WeightedLosses):
+                 losses: WeightedLosses, freeze_bn: bool = False):
         super().__init__()
         self.student, self.student_head, self.losses = student, student_head, losses
         self.teacher_head = teacher_head.requires_grad_(False).eval()
+        self.freeze_bn = freeze_bn
 
     def train(self, mode: bool = True) -> "Distiller":
         super().train(mode)
         self.teacher_head.eval()
+        if self.freeze_bn:
+            for m in self.student.modules():
+                if isinstance(m, nn.modules.batchnorm._BatchNorm):
+                    m.eval()
         return self
 
     def forward(self, lr_faces: torch.Tensor, f_t: torch.Tensor, labels: torch.Tensor,
@@ -125,7 +130,7 @@ class Trainer:
         student_head = CosineClassifier(teacher_head.weight.shape[1], teacher_head.weight.shape[0])
         student_head.load_state_dict(teacher_head.state_dict())  # C_s starts as C_t
         losses = WeightedLosses(method_terms(cfg.method, cfg.losses))
-        self.model = Distiller(student, student_head, teacher_head, losses).to(self.device)
+        self.model = Distiller(student, student_head, teacher_head, losses, cfg.student.bn == "frozen").to(self.device)
         self.ddp = (nn.parallel.DistributedDataParallel(self.model, device_ids=[self.device.index] if self.device.type == "cuda" else None)
                     if self.world > 1 else self.model)
         params = [{"params": student.parameters(), "lr": t.lr},
@@ -178,7 +183,18 @@ class Trainer:
     def checkpoint_path(self) -> Path:
         return self.run_dir / "checkpoint.pt"
 
+    def sync_buffers(self) -> None:
+        """Average the student's BN running statistics over ranks: each rank saw other faces, and
+        DDP only re-broadcasts rank 0's buffers at the next forward, so the final ones differ."""
+        if self.world == 1:
+            return
+        for buf in self.model.student.buffers():
+            if buf.is_floating_point():
+                dist.all_reduce(buf, op=dist.ReduceOp.SUM)
+                buf /= self.world
+
     def save(self) -> None:
+        self.sync_buffers()
         if self.rank == 0:
             save_checkpoint(self.checkpoint_path, self.state())
 

@@ -194,6 +194,29 @@ def verification_metrics(scores: np.ndarray, labels: np.ndarray, folds: np.ndarr
     return out
 
 
+def merged_verification_metrics(parts: Sequence[tuple[np.ndarray, np.ndarray, np.ndarray]]) -> dict[str, float]:
+    """Figures over several splits scored by different models (AIRD's split A and split B students).
+
+    Each part is (scores, labels, folds). A fold's threshold is chosen on the other folds of its own
+    part only (its scores come from the same model); accuracy is the mean over all folds, while AUC,
+    EER and TAR@FAR pool every pair.
+    """
+    fold_acc: list[float] = []
+    thresholds: list[float] = []
+    for scores, labels, folds in parts:
+        k = kfold_accuracy(scores, labels, folds)
+        fold_acc += k["fold_accuracies"]
+        thresholds += k["thresholds"]
+    scores = np.concatenate([p[0] for p in parts])
+    labels = np.concatenate([p[1] for p in parts])
+    out = {"accuracy": float(np.mean(fold_acc)), "accuracy_std": float(np.std(fold_acc)),
+           "auc": roc_auc(scores, labels), "eer": eer(scores, labels)}
+    for far in VERIFICATION_FARS:
+        out[far_key("tar", far)] = tar_at_far(scores, labels, far)
+    out["threshold_mean"] = float(np.mean(thresholds))
+    return out
+
+
 # ---------------------------------------------------------------------------- identification
 
 

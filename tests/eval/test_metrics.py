@@ -284,3 +284,18 @@ def test_identification_metrics_keys():
     assert list(identification_metrics(KNOWN, KNOWN_LABELS, GALLERY2)) == ["rank1", "rank5", "rank10"]
     with pytest.raises(ValueError, match="sim_unknown"):
         identification_metrics(KNOWN, KNOWN_LABELS, GALLERY2, UNKNOWN[:, :1])
+
+
+def test_merged_verification_metrics_keeps_thresholds_within_each_part():
+    from aird.eval.metrics import kfold_accuracy, merged_verification_metrics
+
+    rng = np.random.default_rng(0)
+    labels = np.tile([1, 0], 40)
+    folds_a, folds_b = np.repeat([1, 2], 40), np.repeat([3, 4], 40)
+    a = labels * 0.5 + rng.normal(0, 0.3, 80)  # one model's score scale
+    b = labels * 0.5 + 10 + rng.normal(0, 0.3, 80)  # another model, shifted: a pooled threshold would fail
+    merged = merged_verification_metrics([(a, labels, folds_a), (b, labels, folds_b)])
+    ka, kb = kfold_accuracy(a, labels, folds_a), kfold_accuracy(b, labels, folds_b)
+    assert merged["accuracy"] == pytest.approx(np.mean(ka["fold_accuracies"] + kb["fold_accuracies"]))
+    pooled = kfold_accuracy(np.r_[a, b], np.r_[labels, labels], np.r_[folds_a, folds_b])
+    assert merged["accuracy"] > pooled["accuracy"]

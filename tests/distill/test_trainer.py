@@ -1,0 +1,163 @@
+"""The training loop: real faces lower the loss, resume is exact, DDP ranks agree, bad input is clear."""
+import json
+import subprocess
+import sys
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+
+sys.path.insert(0, str(Path(__file__).parent))
+from tiny import synthetic_set, tiny_config  # noqa: E402
+
+from aird.config import load_yaml  # noqa: E402
+from aird.data.align import align_settings_for  # noqa: E402
+from aird.data.chips import align_images  # noqa: E402
+from aird.data.lfw import LFW  # noqa: E402
+from aird.distill.config import ExperimentConfig, load_experiment  # noqa: E402
+from aird.distill.data import TrainingSet  # noqa: E402
+from aird.distill.trainer import Distiller, Trainer, load_checkpoint  # noqa: E402
+from aird.errors import ConfigError, ModelFileError  # noqa: E402
+from aird.models.embedder import embed_chips  # noqa: E402
+from aird.models.heads import fit_cosine_head  # noqa: E402
+from aird.models.registry import get_model  # noqa: E402
+from aird.models.teacher import DlibTeacher  # noqa: E402
+
+REPO = Path(__file__).resolve().parents[2]
+
+
+@pytest.fixture(scope="module")
+def real_set(data_root) -> TrainingSet:
+    """48 real LFW faces of 12 people outside folds 1-5, with the real teacher's features."""
+    lfw = LFW(data_root)
+    test_people = lfw.fold_identities([1, 2, 3, 4, 5])
+    groups = [items[:4] for person, items in lfw.folder().by_identity().items()
+              if person not in test_people and len(items) >= 4][:12]
+    paths = [it.path for g in groups for it in g]
+    labels = np.repeat(np.arange(len(groups)), 4)
+    chips = align_images(paths, align_settings_for("lfw"), progress=False, workers=1)
+    teacher = DlibTeacher("torch")
+    return TrainingSet(chips.chips, labels, chips.digests, embed_chips(teacher, chips, progress=False),
+                       embed_chips(teacher, chips, progress=False, flip=True), [g[0].identity for g in groups])
+
+
+def make_trainer(cfg: ExperimentConfig, data: TrainingSet, run_dir: Path) -> Trainer:
+    torch.manual_seed(0)
+    head = fit_cosine_head(data.teacher, data.labels, steps=20)
+    return Trainer(cfg, data, get_model(cfg.student.model), head, run_dir, progress=False)
+
+
+def test_tiny_distillation_on_real_faces_lowers_the_loss(real_set, tmp_path):
+    trainer = make_trainer(tiny_config(tmp_path, epochs=4), real_set, tmp_path)
+    trainer.fit()
+    log = [json.loads(line) for line in (tmp_path / "log.jsonl").read_text().splitlines()]
+    assert len(log) == trainer.total_steps == 24
+    first, last = np.mean([r["loss"] for r in log[:4]]), np.mean([r["loss"] for r in log[-4:]])
+    assert last < first, (first, last)
+    assert {"cls", "ild", "rld"} <= set(log[0])
+    assert (tmp_path / "checkpoint.pt").is_file()
+
+
+def test_resume_after_interruption_equals_uninterrupted(tmp_path):
+    data = synthetic_set()
+    whole = make_trainer(tiny_config(tmp_path / "whole", max_steps=6), data, tmp_path / "whole")
+    whole.fit()
+
+    cfg = tiny_config(tmp_path / "cut", max_steps=6)
+    first = make_trainer(cfg, data, tmp_path / "cut")
+
+    def stop(step: int) -> None:
+        if step == 3:
+            raise KeyboardInterrupt
+
+    with pytest.raises(KeyboardInterrupt):
+        first.fit(on_step=stop)
+    second = make_trainer(cfg, data, tmp_path / "cut")
+    second.load_state(load_checkpoint(second.checkpoint_path), second.checkpoint_path)
+    assert second.step == 3
+    second.fit()
+    for (name, a), b in zip(whole.model.student.state_dict().items(), second.model.student.state_dict().values()):
+        assert torch.equal(a, b), name
+    assert torch.equal(whole.queue, second.queue)
+
+
+def test_checkpoint_from_another_config_is_refused(tmp_path):
+    data = synthetic_set()
+    t = make_trainer(tiny_config(tmp_path, max_steps=1), data, tmp_path)
+    t.fit()
+    other = make_trainer(tiny_config(tmp_path, max_steps=1, lr=0.1), data, tmp_path)
+    with pytest.raises(Exception, match="another config"):
+        other.load_state(load_checkpoint(t.checkpoint_path), t.checkpoint_path)
+
+
+@pytest.mark.parametrize("content", [b"", b"definitely not a checkpoint", b"PK\x03\x04broken zip"])
+def test_corrupted_checkpoint_gives_clear_error(tmp_path, content):
+    path = tmp_path / "checkpoint.pt"
+    path.write_bytes(content)
+    with pytest.raises(ModelFileError, match="not a readable aird checkpoint") as err:
+        load_checkpoint(path)
+    assert str(path) in str(err.value)
+    with pytest.raises(ModelFileError, match="not found"):
+        load_checkpoint(tmp_path / "missing.pt")
+
+
+def test_nan_loss_stops_with_clear_message(tmp_path):
+    trainer = make_trainer(tiny_config(tmp_path, max_steps=2), synthetic_set(), tmp_path)
+    trainer.teacher[:] = float("nan")
+    trainer.teacher_flip[:] = float("nan")
+    with pytest.raises(Exception, match="loss became nan at step 0"):
+        trainer.fit()
+
+
+def test_teacher_head_stays_frozen_in_eval_mode():
+    head = fit_cosine_head(np.random.default_rng(0).normal(size=(8, 4)), np.arange(8) % 2, steps=2)
+    d = Distiller(torch.nn.Linear(4, 4), fit_cosine_head(np.eye(4), np.arange(4), steps=1), head,
+                  torch.nn.Identity())
+    d.train()
+    assert d.student.training and not d.teacher_head.training
+    assert not any(p.requires_grad for p in d.teacher_head.parameters())
+
+
+def test_bad_config_names_the_bad_key(tmp_path):
+    path = tmp_path / "bad.yaml"
+    path.write_text("name: x\ntrain:\n  epochs: 2\n  learning_rate: 0.1\n")
+    with pytest.raises(ConfigError, match="unknown key 'learning_rate'; valid keys: .*lr") as err:
+        load_experiment(path)
+    assert str(path) in str(err.value)
+    path.write_text("method: aird\nlosses:\n  kd: {weight: 1}\n")
+    with pytest.raises(ConfigError, match="no loss term 'kd'"):
+        load_experiment(path)
+    path.write_text("train: [1, 2\n")
+    with pytest.raises(ConfigError, match="not valid YAML"):
+        load_yaml(ExperimentConfig, path)
+
+
+@pytest.mark.parametrize("config", sorted((REPO / "configs").glob("*.yaml")), ids=lambda p: p.name)
+def test_shipped_configs_are_valid(config):
+    load_experiment(config)
+
+
+def test_torchrun_two_processes_end_with_identical_weights(tmp_path):
+    cmd = [sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc_per_node", "2",
+           str(Path(__file__).with_name("ddp_worker.py")), str(tmp_path)]
+    proc = subprocess.run(cmd, capture_output=True, text=True, timeout=300)
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    a = torch.load(tmp_path / "rank0.pt", weights_only=True)
+    b = torch.load(tmp_path / "rank1.pt", weights_only=True)
+    assert a.keys() == b.keys()
+    for name in a:
+        assert torch.equal(a[name], b[name]), name
+    start = get_model("dlib_resnet_bn").state_dict()
+    assert any(not torch.equal(a[k], start[k]) for k in a if a[k].is_floating_point()), "DDP run did not train"
+
+
+def test_frozen_bn_student_keeps_its_statistics():
+    student = torch.nn.Sequential(torch.nn.Linear(4, 4), torch.nn.BatchNorm1d(4))
+    head = fit_cosine_head(np.eye(4), np.arange(4), steps=1)
+    d = Distiller(student, fit_cosine_head(np.eye(4), np.arange(4), steps=1), head, torch.nn.Identity(), freeze_bn=True)
+    d.train()
+    assert d.student.training and not student[1].training
+    before = student[1].running_mean.clone()
+    student(torch.randn(8, 4) + 5)
+    assert torch.equal(before, student[1].running_mean)

@@ -1,0 +1,42 @@
+"""Every registered model: builds by name, forward and backward at its input size, no NaN, right shapes."""
+import time
+
+import pytest
+import torch
+
+from aird.errors import ConfigError
+from aird.models import get_model, list_models
+
+
+@pytest.mark.parametrize("name", list_models())
+def test_every_registered_model_forward_backward(name):
+    model = get_model(name)
+    size = getattr(model, "input_size", 150)
+    x = torch.rand(4, 3, size, size) * 255
+    model.train()
+    y = model(x)
+    assert y.shape == (4, 128) and torch.isfinite(y).all()
+    y.pow(2).mean().backward()
+    grads = [p.grad for p in model.parameters() if p.requires_grad]
+    assert grads and all(g is not None and torch.isfinite(g).all() for g in grads)
+    model.eval()
+    with torch.no_grad():
+        y1, y2 = model(x[:1]), model(x)[:1]
+    assert torch.allclose(y1, y2, atol=1e-4)  # eval mode: a face's embedding does not depend on its batch
+
+
+def test_unknown_model_lists_the_known_ones():
+    with pytest.raises(ConfigError, match="dlib_resnet_bn"):
+        get_model("resnet9000")
+
+
+def test_light_student_is_fast_at_16px():
+    model = get_model("lr_light").eval()
+    x = torch.rand(256, 3, 16, 16) * 255
+    with torch.inference_mode():
+        model(x)
+        start = time.perf_counter()
+        for _ in range(4):
+            model(x)
+        rate = 4 * len(x) / (time.perf_counter() - start)
+    assert rate > 1000, f"{rate:.0f} faces/s"
