@@ -84,6 +84,7 @@ def build_parser() -> argparse.ArgumentParser:
     di.add_argument("--config", type=Path, required=True, help="experiment YAML (see configs/)")
     di.add_argument("--resume", action="store_true", help="continue from <run dir>/checkpoint.pt")
     di.add_argument("--init", type=Path, default=None, help="start the student from these weights (.safetensors)")
+    di.add_argument("--split", choices=["A", "B"], default=None, help="override data.split (A: test folds 1-5)")
     di.add_argument("--out-dir", type=Path, default=None, help="run directory (default: runs/<name>-<split>)")
     di.add_argument("--quiet", action="store_true", help="no progress bars")
 
@@ -102,10 +103,12 @@ def cmd_eval(args: argparse.Namespace) -> int:
     task = args.task or ("verification" if args.benchmark == "lfw" else "identification")
     if task == "verification" and args.benchmark != "lfw":
         raise AirdError(f"verification pairs exist for lfw only, not {args.benchmark}; use --task identification")
+    embedder = load_embedder(args.model)
+    # A student reads LR faces up-sampled to its own input size (16 px for lr_light, 150 for dlib's).
     cfg = EvalConfig(res=args.res, pairs=args.pairs, folds=args.folds, down=args.down, blur_sigma=args.blur,
                      noise_std=args.noise, jpeg_quality=args.jpeg, seed=args.seed,
-                     pairs_file=str(args.pairs_file) if args.pairs_file else None)
-    embedder = load_embedder(args.model)
+                     pairs_file=str(args.pairs_file) if args.pairs_file else None,
+                     out_size=getattr(embedder, "input_size", None))
     progress = not args.quiet
     if task == "verification":
         result = run_verification(embedder, cfg, args.data_root, progress)
@@ -135,6 +138,8 @@ def _experiment(args: argparse.Namespace):
     from aird.distill.config import load_experiment
 
     cfg = load_experiment(args.config)
+    if getattr(args, "split", None):
+        cfg.data.split = args.split
     if getattr(args, "out_dir", None):
         cfg.out_dir = str(args.out_dir)
     return cfg

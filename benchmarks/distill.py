@@ -33,6 +33,12 @@ OUT = REPO / "docs" / "results"
 BASELINES = ["none", "kd", "feature-l2", "cosine", "rkd", "aird-ild", "aird-rld", "aird"]
 
 
+def method_losses(overrides: dict, method: str) -> dict:
+    """The config's per-term settings for the terms this method has; ``none`` (classification only)
+    keeps its own cls weight, since the config may switch classification off for the others."""
+    return {k: v for k, v in overrides.items() if k in METHODS[method] and not (method == "none" and k == "cls")}
+
+
 def run_dir(runs: Path, method: str, split: str) -> Path:
     return runs / f"{method}-{split}"
 
@@ -68,7 +74,7 @@ def main() -> None:
                 print(f"{method} split {split}: results exist in {out}, reusing")
                 continue
             cfg = dataclasses.replace(base, name=method, method=method,
-                                      losses={k: v for k, v in base.losses.items() if k in METHODS[method]},
+                                      losses=method_losses(base.losses, method),
                                       data=dataclasses.replace(base.data, split=split), out_dir=str(out))
             if args.epochs:
                 cfg.train = dataclasses.replace(cfg.train, epochs=args.epochs)

@@ -48,7 +48,7 @@ class DegradationConfig:
 class HeadConfig:
     scale: float = 30.0
     margin: float = 0.2
-    steps: int = 300
+    steps: int = 100
 
 
 @dataclass

@@ -1,6 +1,7 @@
 """An experiment end to end: training set -> teacher head -> distillation -> student export -> test folds."""
 from __future__ import annotations
 
+import hashlib
 import json
 import time
 from dataclasses import asdict
@@ -9,6 +10,7 @@ from pathlib import Path
 import numpy as np
 import torch
 import torch.distributed as dist
+from safetensors.torch import load_file, save_file
 
 from aird.distill.config import ExperimentConfig
 from aird.distill.data import SPLIT_TEST_FOLDS, TrainingSet, build_training_set
@@ -21,7 +23,7 @@ from aird.models.heads import CosineClassifier, fit_cosine_head
 from aird.models.registry import get_model
 from aird.models.student import load_student, save_student
 from aird.models.teacher import DlibTeacher
-from aird.paths import data_root
+from aird.paths import cache_dir, data_root
 
 
 def training_set(cfg: ExperimentConfig, teacher: Embedder, progress: bool) -> TrainingSet:
@@ -38,9 +40,27 @@ def training_set(cfg: ExperimentConfig, teacher: Embedder, progress: bool) -> Tr
 
 
 def train_teacher_head(cfg: ExperimentConfig, data: TrainingSet) -> CosineClassifier:
-    """C_t: a cosine classifier over the training identities, fitted on the frozen teacher's features."""
-    return fit_cosine_head(data.teacher, data.labels, data.num_classes, cfg.head.scale, cfg.head.margin,
+    """C_t: a cosine classifier over the training identities, fitted on the frozen teacher's features.
+
+    Fitting over thousands of identities takes minutes on a CPU and depends only on the features,
+    labels and head settings, so the result is cached under that key.
+    """
+    h = hashlib.sha1(np.ascontiguousarray(data.teacher).tobytes())
+    h.update(np.ascontiguousarray(data.labels).tobytes())
+    h.update(json.dumps([asdict(cfg.head), cfg.train.seed]).encode())
+    path = cache_dir("heads") / f"{h.hexdigest()[:20]}.safetensors"
+    head = CosineClassifier(data.teacher.shape[1], data.num_classes)
+    if path.is_file():
+        try:
+            head.load_state_dict(load_file(str(path)))
+            return head.eval()
+        except Exception:  # a damaged cache entry is refitted, never trusted
+            path.unlink(missing_ok=True)
+    head = fit_cosine_head(data.teacher, data.labels, data.num_classes, cfg.head.scale, cfg.head.margin,
                            cfg.head.steps, seed=cfg.train.seed)
+    with atomic_path(path) as tmp:
+        save_file({"weight": head.weight.detach().contiguous()}, str(tmp))
+    return head
 
 
 def student_embedder(student: torch.nn.Module, name: str, input_size: int) -> TorchEmbedder:

@@ -133,7 +133,7 @@ def test_bad_config_names_the_bad_key(tmp_path):
         load_yaml(ExperimentConfig, path)
 
 
-@pytest.mark.parametrize("config", sorted((REPO / "configs").glob("*.yaml")), ids=lambda p: p.name)
+@pytest.mark.parametrize("config", sorted((REPO / "configs").rglob("*.yaml")), ids=lambda p: p.name)
 def test_shipped_configs_are_valid(config):
     load_experiment(config)
 
