@@ -71,6 +71,14 @@ def build_parser() -> argparse.ArgumentParser:
     ev.add_argument("--blur", type=float, default=0.0, help="Gaussian blur sigma (HR px) before down-sampling")
     ev.add_argument("--noise", type=float, default=0.0, help="Gaussian noise std (grey levels) on the LR face")
     ev.add_argument("--jpeg", type=int, default=None, help="JPEG quality applied to the LR face")
+    ev.add_argument("--adapt", default="off",
+                    choices=["off", "facebn-batch", "facebn-ema", "adabn", "facebn-alpha", "tent"],
+                    help="test-time adaptation of the model's batch norm (FaceBN; docs/facebn.md)")
+    ev.add_argument("--momentum", type=float, default=0.1, help="facebn-ema: weight of each new batch")
+    ev.add_argument("--alpha", type=float, default=0.1, help="facebn-alpha: weight of the batch statistics")
+    ev.add_argument("--test-batch", type=int, default=32, help="faces per adaptation step (default: %(default)s)")
+    ev.add_argument("--head", type=Path, default=None,
+                    help="tent: the student's classifier head (student_head.safetensors of its run)")
     ev.add_argument("--seed", type=int, default=0)
     ev.add_argument("--data-root", type=Path, default=None, help="folder holding lfw/ and orl/ ($AIRD_DATA)")
     ev.add_argument("--out", type=Path, default=Path("aird-results/eval.json"),
@@ -95,6 +103,24 @@ def build_parser() -> argparse.ArgumentParser:
     return parser
 
 
+def _adapted(embedder, args: argparse.Namespace):
+    """Wrap a torch model in a test-time adapter; the HR gallery side stays un-adapted."""
+    from aird.adapt.embedder import AdaptedEmbedder
+    from aird.models.embedder import TorchEmbedder
+
+    if not isinstance(embedder, TorchEmbedder):
+        raise AirdError(f"--adapt needs a PyTorch model with batch norm (a student .safetensors or dlib_resnet_bn), "
+                        f"not {args.model!r}")
+    kwargs = {"facebn-ema": {"momentum": args.momentum}, "facebn-alpha": {"alpha": args.alpha}}.get(args.adapt, {})
+    if args.adapt == "tent":
+        from aird.models.heads import load_head
+
+        if args.head is None:
+            raise AirdError("--adapt tent needs --head (the student_head.safetensors written beside the student)")
+        kwargs = {"head": load_head(args.head), "logit_scale": 30.0}
+    return AdaptedEmbedder(embedder.module, embedder.name, args.adapt, embedder.input_size, args.test_batch, **kwargs)
+
+
 def cmd_eval(args: argparse.Namespace) -> int:
     from aird.eval.records import write_records
     from aird.eval.runner import EvalConfig, run_identification, run_verification
@@ -104,16 +130,19 @@ def cmd_eval(args: argparse.Namespace) -> int:
     if task == "verification" and args.benchmark != "lfw":
         raise AirdError(f"verification pairs exist for lfw only, not {args.benchmark}; use --task identification")
     embedder = load_embedder(args.model)
+    gallery = None
+    if args.adapt != "off":
+        embedder, gallery = _adapted(embedder, args), embedder
     # A student reads LR faces up-sampled to its own input size (16 px for lr_light, 150 for dlib's).
     cfg = EvalConfig(res=args.res, pairs=args.pairs, folds=args.folds, down=args.down, blur_sigma=args.blur,
                      noise_std=args.noise, jpeg_quality=args.jpeg, seed=args.seed,
                      pairs_file=str(args.pairs_file) if args.pairs_file else None,
-                     out_size=getattr(embedder, "input_size", None))
+                     out_size=getattr(embedder, "input_size", None), adapt=args.adapt)
     progress = not args.quiet
     if task == "verification":
-        result = run_verification(embedder, cfg, args.data_root, progress)
+        result = run_verification(embedder, cfg, args.data_root, progress, gallery_embedder=gallery)
     else:
-        result = run_identification(embedder, args.benchmark, cfg, args.data_root, progress)
+        result = run_identification(embedder, args.benchmark, cfg, args.data_root, progress, gallery_embedder=gallery)
     rec = result.record
     write_records(args.out, [rec], command="aird " + shlex.join(args.argv))
     if args.plots and result.scores is not None:
@@ -154,17 +183,15 @@ def cmd_distill(args: argparse.Namespace) -> int:
 
 
 def cmd_train_head(args: argparse.Namespace) -> int:
-    from safetensors.torch import save_file
-
     from aird.distill.run import train_teacher_head, training_set
+    from aird.models.heads import save_head
     from aird.models.teacher import DlibTeacher
 
     cfg = _experiment(args)
     data = training_set(cfg, DlibTeacher("torch"), progress=not args.quiet)
     head = train_teacher_head(cfg, data)
     out = args.out or cfg.run_dir() / "teacher_head.safetensors"
-    out.parent.mkdir(parents=True, exist_ok=True)
-    save_file({"weight": head.weight.detach().contiguous()}, str(out))
+    save_head(out, head)
     print(f"C_t over {data.num_classes} identities ({len(data)} faces) saved to {out}")
     return 0
 

@@ -64,3 +64,29 @@ def test_help_lists_commands(capsys):
         main(["--help"])
     text = capsys.readouterr().out
     assert "eval" in text and "examples" in text
+
+
+def test_eval_with_facebn_adaptation(data_root, small_pairs, tmp_path):
+    from aird.models import get_model
+    from aird.models.student import save_student
+
+    student = tmp_path / "student.safetensors"
+    save_student(student, get_model("dlib_resnet_bn"), "dlib_resnet_bn", 150)
+    records = {}
+    for adapt in ("off", "facebn-ema", "adabn"):
+        out = tmp_path / f"{adapt}.json"
+        assert main(["eval", "--model", str(student), "--res", "16", "--pairs-file", str(small_pairs), "--adapt", adapt,
+                     "--momentum", "0.2", "--test-batch", "8", "--data-root", str(data_root), "--out", str(out),
+                     "--quiet"]) == 0
+        (records[adapt],) = json.loads(out.read_text())["records"]
+    ema = records["facebn-ema"]
+    assert ema["adapt"] == "facebn-ema"
+    assert ema["settings"]["adaptation"]["momentum"] == 0.2 and ema["settings"]["adaptation"]["test_batch_size"] == 8
+    assert records["off"]["settings"]["adaptation"] == {"adapter": "off"}
+    # adaptation changes the embeddings, so the AUC moves
+    assert len({round(r["metrics"]["auc"], 6) for r in records.values()}) > 1
+
+
+def test_adapt_needs_a_bn_model(data_root, capsys):
+    assert main(["eval", "--model", "dlib", "--adapt", "facebn-ema", "--data-root", str(data_root), "--quiet"]) == 2
+    assert "--adapt needs a PyTorch model" in capsys.readouterr().err

@@ -1,6 +1,6 @@
 """Low-resolution synthesis: the one degradation used by training and evaluation alike.
 
-HR chip --(optional Gaussian blur)--> down-sample to R x R --(optional noise, JPEG)--> LR face
+HR chip --(optional Gaussian blur)--> down-sample to R x R --(optional grayscale, gamma, noise, JPEG)--> LR face
 --(optional up-sampling)--> network input. Every random choice is drawn from a generator seeded
 by (seed, sample key), so a face degrades the same way in every run, process and batch order.
 """
@@ -55,6 +55,8 @@ class Degradation:
     blur_sigma: float | tuple[float, float] = 0.0
     noise_std: float | tuple[float, float] = 0.0
     jpeg_quality: int | tuple[int, int] | None = None
+    grayscale: bool = False  # capture shift: a monochrome camera
+    gamma: float = 1.0  # capture shift: > 1 darkens mid-tones (low light), I' = 255 (I / 255) ** gamma
     seed: int = 0
     _resolutions: tuple[int, ...] = field(init=False, repr=False, compare=False)
     _downs: tuple[str, ...] = field(init=False, repr=False, compare=False)
@@ -74,6 +76,8 @@ class Degradation:
             lo, hi = _range(self.jpeg_quality, "jpeg_quality")
             if not 1 <= lo <= hi <= 100:
                 raise ConfigError(f"jpeg_quality must lie in 1..100, got {self.jpeg_quality!r}")
+        if self.gamma <= 0:
+            raise ConfigError(f"gamma must be positive, got {self.gamma}")
         if self.out_size is not None and self.out_size < 1:
             raise ConfigError(f"out_size must be positive, got {self.out_size}")
         object.__setattr__(self, "_resolutions", res)
@@ -85,7 +89,11 @@ class Degradation:
         return {k: (list(v) if isinstance(v, tuple) else v) for k, v in d.items() if not k.startswith("_")}
 
     def key(self) -> str:
-        return hashlib.sha1(repr(sorted(self.settings().items())).encode()).hexdigest()[:12]
+        # Capture shifts at their no-op values stay out of the key, so caches made before they
+        # existed remain valid.
+        noop = {"grayscale": False, "gamma": 1.0}
+        items = {k: v for k, v in self.settings().items() if not (k in noop and v == noop[k])}
+        return hashlib.sha1(repr(sorted(items.items())).encode()).hexdigest()[:12]
 
     def __call__(self, chip: np.ndarray, key: object) -> np.ndarray:
         """Degrade one (H, W, 3) uint8 chip; ``key`` names the sample (and epoch, if it should vary)."""
@@ -106,6 +114,10 @@ class Degradation:
         if sigma > 0:
             image = cv2.GaussianBlur(image, (0, 0), sigmaX=sigma)
         lr = cv2.resize(image, (res, res), interpolation=INTERPOLATIONS[down])
+        if self.grayscale:
+            lr = np.repeat(cv2.cvtColor(lr, cv2.COLOR_RGB2GRAY)[..., None], 3, axis=2)
+        if self.gamma != 1.0:
+            lr = (255.0 * (lr / 255.0) ** self.gamma).round().astype(np.uint8)
         std = rng.uniform(*_range(self.noise_std, "noise_std"))
         if std > 0:
             lr = np.clip(lr + rng.normal(0.0, std, lr.shape), 0, 255).round().astype(np.uint8)

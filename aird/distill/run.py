@@ -10,7 +10,6 @@ from pathlib import Path
 import numpy as np
 import torch
 import torch.distributed as dist
-from safetensors.torch import load_file, save_file
 
 from aird.distill.config import ExperimentConfig
 from aird.distill.data import SPLIT_TEST_FOLDS, TrainingSet, build_training_set
@@ -19,7 +18,8 @@ from aird.eval.records import write_records
 from aird.eval.runner import EvalConfig, run_verification
 from aird.io import atomic_path, write_json
 from aird.models.embedder import Embedder, TorchEmbedder
-from aird.models.heads import CosineClassifier, fit_cosine_head
+from aird.errors import ModelFileError
+from aird.models.heads import CosineClassifier, fit_cosine_head, load_head, save_head
 from aird.models.registry import get_model
 from aird.models.student import load_student, save_student
 from aird.models.teacher import DlibTeacher
@@ -49,17 +49,14 @@ def train_teacher_head(cfg: ExperimentConfig, data: TrainingSet) -> CosineClassi
     h.update(np.ascontiguousarray(data.labels).tobytes())
     h.update(json.dumps([asdict(cfg.head), cfg.train.seed]).encode())
     path = cache_dir("heads") / f"{h.hexdigest()[:20]}.safetensors"
-    head = CosineClassifier(data.teacher.shape[1], data.num_classes)
     if path.is_file():
         try:
-            head.load_state_dict(load_file(str(path)))
-            return head.eval()
-        except Exception:  # a damaged cache entry is refitted, never trusted
+            return load_head(path)
+        except ModelFileError:  # a damaged cache entry is refitted, never trusted
             path.unlink(missing_ok=True)
     head = fit_cosine_head(data.teacher, data.labels, data.num_classes, cfg.head.scale, cfg.head.margin,
                            cfg.head.steps, seed=cfg.train.seed)
-    with atomic_path(path) as tmp:
-        save_file({"weight": head.weight.detach().contiguous()}, str(tmp))
+    save_head(path, head)
     return head
 
 
@@ -116,6 +113,7 @@ def run_experiment(cfg: ExperimentConfig, resume: bool = False, init: str | Path
     if rank == 0:
         save_student(run_dir / "student.safetensors", trainer.model.student, cfg.student.model,
                      cfg.student.input_size, config=json.dumps(asdict(cfg)))
+        save_head(run_dir / "student_head.safetensors", trainer.model.student_head)
         records = evaluate_student(cfg, trainer.model.student, teacher, progress)
         for rec in records:
             rec["settings"].update(train_wall_s=round(train_s, 1), world_size=world, steps=trainer.step,

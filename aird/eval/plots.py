@@ -6,6 +6,7 @@ importing aird.eval stays cheap and never changes the caller's matplotlib backen
 from __future__ import annotations
 
 import math
+from collections.abc import Sequence
 from pathlib import Path
 from typing import TYPE_CHECKING
 
@@ -95,4 +96,24 @@ def plot_score_distributions(groups: dict[str, ScoresLabels], path: str | Path,
         ax.set_xlabel("score")
         ax.legend(fontsize="small")
     fig.suptitle(title)
+    return _save(fig, path)
+
+
+def plot_layer_statistics(series: dict[str, tuple[Sequence[float], Sequence[float]]], path: str | Path,
+                          title: str = "Batch-norm statistics per layer") -> Path:
+    """One line per label across layers (input side first): channel-averaged mean (top) and variance
+    (bottom, log scale) of each BN layer's input."""
+    fig = _figure(10, 6)
+    top, bottom = fig.subplots(2, 1, sharex=True)
+    for (label, (means, variances)), marker in zip(series.items(), "os^vD*"):
+        top.plot(means, f"{marker}-", label=label, markersize=4)
+        bottom.plot(variances, f"{marker}-", label=label, markersize=4)
+    top.set_ylabel("channel-averaged mean")
+    bottom.set_ylabel("channel-averaged variance")
+    bottom.set_yscale("log")
+    bottom.set_xlabel("batch-norm layer (input side first)")
+    for ax in (top, bottom):
+        ax.grid(alpha=0.3)
+    top.legend(fontsize=8)
+    top.set_title(title)
     return _save(fig, path)

@@ -40,6 +40,8 @@ class EvalConfig:
     blur_sigma: float = 0.0
     noise_std: float = 0.0
     jpeg_quality: int | None = None
+    grayscale: bool = False
+    gamma: float = 1.0
     seed: int = 0
     chip_size: int = 150
     out_size: int | None = None  # side the LR face is up-sampled to (default: chip_size)
@@ -52,7 +54,8 @@ class EvalConfig:
         if self.res is None:
             return None
         return Degradation(res=self.res, down=self.down, up=self.up, out_size=self.out_size, blur_sigma=self.blur_sigma,
-                           noise_std=self.noise_std, jpeg_quality=self.jpeg_quality, seed=self.seed)
+                           noise_std=self.noise_std, jpeg_quality=self.jpeg_quality, grayscale=self.grayscale,
+                           gamma=self.gamma, seed=self.seed)
 
 
 @dataclass
@@ -68,6 +71,7 @@ def _settings(embedder: Embedder, cfg: EvalConfig, chips: ChipSet, root: Path, s
     deg = cfg.degradation()
     return {
         "model_fingerprint": embedder.fingerprint(),
+        "adaptation": embedder.settings() if hasattr(embedder, "settings") else {"adapter": "off"},
         "degradation": deg.settings() if deg else None,
         "alignment": {**asdict(chips.settings), "images": len(chips.paths), "no_face_detected": chips.n_fallback},
         "data_root": str(root),

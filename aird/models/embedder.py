@@ -126,6 +126,8 @@ def embed_cached(
     """Embed samples ``keys``; faces are made lazily (``make_faces(indices)``) only for what is not cached."""
     fp = embedder.fingerprint()
     cache = EmbeddingCache(fp, transform_key) if fp else None
+    if cache is None:
+        chunk = max(1, len(keys))  # a stateful embedder (test-time adaptation) sees the whole set, in order
     todo = cache.missing(keys) if cache else list(range(len(keys)))
     vectors: dict[int, np.ndarray] = {}
     with tqdm(total=len(todo), desc=desc, unit="face", disable=not progress or not todo) as bar:

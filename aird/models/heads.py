@@ -1,6 +1,8 @@
 """Classifier heads over face embeddings: the cosine classifier C_t / C_s of the distillation."""
 from __future__ import annotations
 
+from pathlib import Path
+
 import numpy as np
 import torch
 import torch.nn.functional as F
@@ -51,4 +53,28 @@ def fit_cosine_head(
         logits = scale * (head(f) - margin * onehot)
         F.cross_entropy(logits, y).backward()
         opt.step()
+    return head.eval()
+
+
+def save_head(path: str | Path, head: CosineClassifier) -> None:
+    from safetensors.torch import save_file
+
+    from aird.io import atomic_path
+
+    with atomic_path(Path(path)) as tmp:
+        save_file({"weight": head.weight.detach().contiguous()}, str(tmp))
+
+
+def load_head(path: str | Path) -> CosineClassifier:
+    from safetensors.torch import load_file
+
+    from aird.errors import ModelFileError
+
+    path = Path(path)
+    try:
+        weight = load_file(str(path))["weight"]
+    except Exception as exc:  # missing file, damaged file or no "weight" tensor
+        raise ModelFileError(f"{path}: not a classifier head file ({exc})") from None
+    head = CosineClassifier(weight.shape[1], weight.shape[0])
+    head.weight.data.copy_(weight)
     return head.eval()

@@ -81,3 +81,13 @@ def test_noise_and_jpeg_change_the_face(chip):
 def test_bad_settings(kwargs, message):
     with pytest.raises(ConfigError, match=message):
         Degradation(**kwargs)
+
+
+def test_capture_shifts(chip):
+    gray = Degradation(res=16, up=None, grayscale=True)(chip, "k")
+    assert (gray[..., 0] == gray[..., 1]).all() and (gray[..., 1] == gray[..., 2]).all()
+    plain = Degradation(res=16, up=None)(chip, "k").astype(float)
+    dark = Degradation(res=16, up=None, gamma=2.2)(chip, "k").astype(float)
+    assert dark.mean() < plain.mean() and (dark <= plain + 1e-9).all()
+    with pytest.raises(ConfigError, match="gamma"):
+        Degradation(gamma=0)

@@ -31,12 +31,19 @@ def test_unknown_model_lists_the_known_ones():
 
 
 def test_light_student_is_fast_at_16px():
+    """>= 1,000 faces/s at 16 px, measured on one thread (half the 2-core budget), best of 5 runs."""
     model = get_model("lr_light").eval()
     x = torch.rand(256, 3, 16, 16) * 255
-    with torch.inference_mode():
-        model(x)
-        start = time.perf_counter()
-        for _ in range(4):
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    try:
+        with torch.inference_mode():
             model(x)
-        rate = 4 * len(x) / (time.perf_counter() - start)
-    assert rate > 1000, f"{rate:.0f} faces/s"
+            best = 0.0
+            for _ in range(5):
+                start = time.perf_counter()
+                model(x)
+                best = max(best, len(x) / (time.perf_counter() - start))
+    finally:
+        torch.set_num_threads(threads)
+    assert best > 1000, f"{best:.0f} faces/s"
