@@ -1,4 +1,5 @@
 """The ``aird`` command: parses, then calls the library (no logic of its own)."""
+
 from __future__ import annotations
 
 import argparse
@@ -50,45 +51,77 @@ def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
         prog="aird",
         description="Low-resolution face recognition: evaluate face models on LFW and ORL at 8-32 px.",
-        epilog=EPILOG, formatter_class=argparse.RawDescriptionHelpFormatter,
+        epilog=EPILOG,
+        formatter_class=argparse.RawDescriptionHelpFormatter,
     )
     sub = parser.add_subparsers(dest="command", metavar="COMMAND")
 
-    ev = sub.add_parser("eval", help="verification (LFW pairs) or identification (LFW, ORL) at a resolution",
-                        epilog=EPILOG, formatter_class=argparse.RawDescriptionHelpFormatter)
-    ev.add_argument("--model", default="dlib_resnet", metavar="MODEL",
-                    help=f"one of {', '.join(model_names())} (dlib = dlib-bin itself; dlib_resnet = its PyTorch "
-                         "port, same output, faster), or a student .safetensors written by 'aird distill'")
+    ev = sub.add_parser(
+        "eval",
+        help="verification (LFW pairs) or identification (LFW, ORL) at a resolution",
+        epilog=EPILOG,
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+    )
+    ev.add_argument(
+        "--model",
+        default="dlib_resnet",
+        metavar="MODEL",
+        help=f"one of {', '.join(model_names())} (dlib = dlib-bin itself; dlib_resnet = its PyTorch "
+        "port, same output, faster), or a student .safetensors written by 'aird distill'",
+    )
     ev.add_argument("--benchmark", default="lfw", choices=["lfw", "orl"])
-    ev.add_argument("--task", choices=["verification", "identification"],
-                    help="default: verification for lfw, identification for orl")
+    ev.add_argument(
+        "--task",
+        choices=["verification", "identification"],
+        help="default: verification for lfw, identification for orl",
+    )
     ev.add_argument("--res", type=_res, default=16, help=f"LR face side in px, one of {list(RESOLUTIONS)}, or 'hr'")
     ev.add_argument("--pairs", default="lr-lr", choices=["lr-lr", "hr-lr"], help="verification: both LR, or HR vs LR")
     ev.add_argument("--folds", type=_folds, default=list(range(1, 11)), help="LFW folds, e.g. 1-10 (default), 1-5")
-    ev.add_argument("--pairs-file", type=Path, default=None,
-                    help="pairs in LFW's pairs.txt format (default: <data-root>/lfw/pairs.txt)")
+    ev.add_argument(
+        "--pairs-file",
+        type=Path,
+        default=None,
+        help="pairs in LFW's pairs.txt format (default: <data-root>/lfw/pairs.txt)",
+    )
     ev.add_argument("--down", default="area", choices=sorted(INTERPOLATIONS), help="down-sampling interpolation")
     ev.add_argument("--blur", type=float, default=0.0, help="Gaussian blur sigma (HR px) before down-sampling")
     ev.add_argument("--noise", type=float, default=0.0, help="Gaussian noise std (grey levels) on the LR face")
     ev.add_argument("--jpeg", type=int, default=None, help="JPEG quality applied to the LR face")
-    ev.add_argument("--adapt", default="off",
-                    choices=["off", "facebn-batch", "facebn-ema", "adabn", "facebn-alpha", "tent"],
-                    help="test-time adaptation of the model's batch norm (FaceBN; docs/facebn.md)")
+    ev.add_argument("--grayscale", action="store_true", help="capture shift: a monochrome camera")
+    ev.add_argument("--gamma", type=float, default=1.0, help="capture shift: gamma > 1 darkens (low light)")
+    ev.add_argument(
+        "--adapt",
+        default="off",
+        choices=["off", "facebn-batch", "facebn-ema", "adabn", "facebn-alpha", "tent"],
+        help="test-time adaptation of the model's batch norm (FaceBN; docs/facebn.md)",
+    )
     ev.add_argument("--momentum", type=float, default=0.1, help="facebn-ema: weight of each new batch")
     ev.add_argument("--alpha", type=float, default=0.1, help="facebn-alpha: weight of the batch statistics")
     ev.add_argument("--test-batch", type=int, default=32, help="faces per adaptation step (default: %(default)s)")
-    ev.add_argument("--head", type=Path, default=None,
-                    help="tent: the student's classifier head (student_head.safetensors of its run)")
+    ev.add_argument(
+        "--head",
+        type=Path,
+        default=None,
+        help="tent: the student's classifier head (student_head.safetensors of its run)",
+    )
     ev.add_argument("--seed", type=int, default=0)
     ev.add_argument("--data-root", type=Path, default=None, help="folder holding lfw/ and orl/ ($AIRD_DATA)")
-    ev.add_argument("--out", type=Path, default=Path("aird-results/eval.json"),
-                    help="JSON results file; records are merged into it (default: %(default)s)")
+    ev.add_argument(
+        "--out",
+        type=Path,
+        default=Path("aird-results/eval.json"),
+        help="JSON results file; records are merged into it (default: %(default)s)",
+    )
     ev.add_argument("--plots", type=Path, default=None, help="folder for ROC and score-distribution PNGs")
     ev.add_argument("--quiet", action="store_true", help="no progress bars")
 
-    di = sub.add_parser("distill", help="train an LR student from the HR teacher (AIRD or a baseline), then test it",
-                        description="Distil the HR teacher into a student that reads LR faces. Runs on one process, "
-                                    "or on many with: torchrun --nproc_per_node N -m aird.cli distill --config ...")
+    di = sub.add_parser(
+        "distill",
+        help="train an LR student from the HR teacher (AIRD or a baseline), then test it",
+        description="Distil the HR teacher into a student that reads LR faces. Runs on one process, "
+        "or on many with: torchrun --nproc_per_node N -m aird.cli distill --config ...",
+    )
     di.add_argument("--config", type=Path, required=True, help="experiment YAML (see configs/)")
     di.add_argument("--resume", action="store_true", help="continue from <run dir>/checkpoint.pt")
     di.add_argument("--init", type=Path, default=None, help="start the student from these weights (.safetensors)")
@@ -98,7 +131,9 @@ def build_parser() -> argparse.ArgumentParser:
 
     th = sub.add_parser("train-head", help="fit the teacher's cosine classifier C_t on a config's training set")
     th.add_argument("--config", type=Path, required=True)
-    th.add_argument("--out", type=Path, default=None, help="where to save C_t (default: <run dir>/teacher_head.safetensors)")
+    th.add_argument(
+        "--out", type=Path, default=None, help="where to save C_t (default: <run dir>/teacher_head.safetensors)"
+    )
     th.add_argument("--quiet", action="store_true")
     return parser
 
@@ -109,8 +144,10 @@ def _adapted(embedder, args: argparse.Namespace):
     from aird.models.embedder import TorchEmbedder
 
     if not isinstance(embedder, TorchEmbedder):
-        raise AirdError(f"--adapt needs a PyTorch model with batch norm (a student .safetensors or dlib_resnet_bn), "
-                        f"not {args.model!r}")
+        raise AirdError(
+            f"--adapt needs a PyTorch model with batch norm (a student .safetensors or dlib_resnet_bn), "
+            f"not {args.model!r}"
+        )
     kwargs = {"facebn-ema": {"momentum": args.momentum}, "facebn-alpha": {"alpha": args.alpha}}.get(args.adapt, {})
     if args.adapt == "tent":
         from aird.models.heads import load_head
@@ -134,10 +171,21 @@ def cmd_eval(args: argparse.Namespace) -> int:
     if args.adapt != "off":
         embedder, gallery = _adapted(embedder, args), embedder
     # A student reads LR faces up-sampled to its own input size (16 px for lr_light, 150 for dlib's).
-    cfg = EvalConfig(res=args.res, pairs=args.pairs, folds=args.folds, down=args.down, blur_sigma=args.blur,
-                     noise_std=args.noise, jpeg_quality=args.jpeg, seed=args.seed,
-                     pairs_file=str(args.pairs_file) if args.pairs_file else None,
-                     out_size=getattr(embedder, "input_size", None), adapt=args.adapt)
+    cfg = EvalConfig(
+        res=args.res,
+        pairs=args.pairs,
+        folds=args.folds,
+        down=args.down,
+        blur_sigma=args.blur,
+        noise_std=args.noise,
+        jpeg_quality=args.jpeg,
+        grayscale=args.grayscale,
+        gamma=args.gamma,
+        seed=args.seed,
+        pairs_file=str(args.pairs_file) if args.pairs_file else None,
+        out_size=getattr(embedder, "input_size", None),
+        adapt=args.adapt,
+    )
     progress = not args.quiet
     if task == "verification":
         result = run_verification(embedder, cfg, args.data_root, progress, gallery_embedder=gallery)
@@ -151,11 +199,16 @@ def cmd_eval(args: argparse.Namespace) -> int:
         label = f"{rec['model']} {rec['res']} px {rec['pairs']}"
         stem = f"{rec['benchmark']}-{rec['model']}-{rec['res']}-{rec['pairs']}"
         plot_roc({label: (result.scores, result.labels)}, args.plots / f"roc-{stem}.png")
-        plot_score_distributions({label: (result.scores, result.labels)}, args.plots / f"scores-{stem}.png",
-                                 thresholds={label: result.threshold})
+        plot_score_distributions(
+            {label: (result.scores, result.labels)},
+            args.plots / f"scores-{stem}.png",
+            thresholds={label: result.threshold},
+        )
     align = rec["settings"]["alignment"]
-    print(f"{rec['benchmark']} {rec['task']} | model {rec['model']} | {rec['res']} px | "
-          f"{rec['pairs'] or 'HR gallery, LR probes'} | split {rec['split']} | n={rec['n']}")
+    print(
+        f"{rec['benchmark']} {rec['task']} | model {rec['model']} | {rec['res']} px | "
+        f"{rec['pairs'] or 'HR gallery, LR probes'} | split {rec['split']} | n={rec['n']}"
+    )
     for key, value in rec["metrics"].items():
         print(f"  {key:<16} {value:.4f}")
     print(f"  no face detected in {align['no_face_detected']} of {align['images']} images (fallback box used)")

@@ -1,4 +1,5 @@
 """Typed, validated experiment configs from YAML: an unknown key is an error that lists the valid ones."""
+
 from __future__ import annotations
 
 import dataclasses

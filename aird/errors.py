@@ -1,4 +1,5 @@
 """Errors a user can act on: each names the offending file or setting and how to fix it."""
+
 from __future__ import annotations
 
 from pathlib import Path

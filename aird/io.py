@@ -1,4 +1,5 @@
 """Atomic file writes: a crash never leaves a half-written cache, record or checkpoint."""
+
 from __future__ import annotations
 
 import json

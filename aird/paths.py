@@ -2,6 +2,7 @@
 
 Data is read-only (CI mounts it so); everything aird computes goes to a cache directory of its own.
 """
+
 from __future__ import annotations
 
 import os

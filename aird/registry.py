@@ -1,4 +1,5 @@
 """One small registry type, one instance per concern (models, losses, adapters)."""
+
 from __future__ import annotations
 
 from typing import Callable, Generic, TypeVar

@@ -8,6 +8,7 @@ run already has results (so methods can run one by one and merge), then merges b
 scores into the 6,000-pair ``split: all`` figure (each fold's threshold chosen on the other folds of its
 own split). Writes docs/results/distill.json, distill.md and score-distribution plots.
 """
+
 from __future__ import annotations
 
 import argparse
@@ -73,9 +74,14 @@ def main() -> None:
             if (out / "results.json").is_file():
                 print(f"{method} split {split}: results exist in {out}, reusing")
                 continue
-            cfg = dataclasses.replace(base, name=method, method=method,
-                                      losses=method_losses(base.losses, method),
-                                      data=dataclasses.replace(base.data, split=split), out_dir=str(out))
+            cfg = dataclasses.replace(
+                base,
+                name=method,
+                method=method,
+                losses=method_losses(base.losses, method),
+                data=dataclasses.replace(base.data, split=split),
+                out_dir=str(out),
+            )
             if args.epochs:
                 cfg.train = dataclasses.replace(cfg.train, epochs=args.epochs)
             run_experiment(cfg, progress=not args.quiet)
@@ -95,39 +101,77 @@ def main() -> None:
                         parts.append((z["scores"], z["labels"], z["folds"]))
                 metrics = merged_verification_metrics(parts)
                 threshold = metrics.pop("threshold_mean")
-                settings = {**rec_a["settings"], "merged_runs": [str(run_dir(args.runs, method, s)) for s in ("A", "B")],
-                            "train_wall_s_per_split": [r[0]["settings"].get("train_wall_s") for r in per_split]}
-                records.append(make_record(**{**rec_a, "split": "all", "n": sum(len(p[0]) for p in parts),
-                                              "metrics": metrics, "settings": settings}))
+                settings = {
+                    **rec_a["settings"],
+                    "merged_runs": [str(run_dir(args.runs, method, s)) for s in ("A", "B")],
+                    "train_wall_s_per_split": [r[0]["settings"].get("train_wall_s") for r in per_split],
+                }
+                records.append(
+                    make_record(
+                        **{
+                            **rec_a,
+                            "split": "all",
+                            "n": sum(len(p[0]) for p in parts),
+                            "metrics": metrics,
+                            "settings": settings,
+                        }
+                    )
+                )
                 if res == 16 and mode == "lr-lr" and method == "aird":
-                    dists["AIRD student, 16 px LR-LR"] = (np.concatenate([p[0] for p in parts]),
-                                                          np.concatenate([p[1] for p in parts]))
+                    dists["AIRD student, 16 px LR-LR"] = (
+                        np.concatenate([p[0] for p in parts]),
+                        np.concatenate([p[1] for p in parts]),
+                    )
                     thresholds["AIRD student, 16 px LR-LR"] = threshold
         for res in base.eval.res:
             for mode in base.eval.pairs:
                 parts, settings = teacher_parts(res, mode, None)
                 metrics = merged_verification_metrics(parts)
                 threshold = metrics.pop("threshold_mean")
-                records.append(make_record(
-                    benchmark="lfw", task="verification", model="dlib_resnet", method="teacher", adapt="off", res=res,
-                    pairs=mode, split="all", n=6000, metrics=metrics, settings={**settings, "environment": environment()}))
+                records.append(
+                    make_record(
+                        benchmark="lfw",
+                        task="verification",
+                        model="dlib_resnet",
+                        method="teacher",
+                        adapt="off",
+                        res=res,
+                        pairs=mode,
+                        split="all",
+                        n=6000,
+                        metrics=metrics,
+                        settings={**settings, "environment": environment()},
+                    )
+                )
                 if res == 16 and mode == "lr-lr":
-                    dists["teacher on LR, 16 px LR-LR"] = (np.concatenate([p[0] for p in parts]),
-                                                           np.concatenate([p[1] for p in parts]))
+                    dists["teacher on LR, 16 px LR-LR"] = (
+                        np.concatenate([p[0] for p in parts]),
+                        np.concatenate([p[1] for p in parts]),
+                    )
                     thresholds["teacher on LR, 16 px LR-LR"] = threshold
         if dists:
-            plot_score_distributions(dists, args.out / "distill_scores_16px.png", thresholds=thresholds,
-                                     title="LFW 16 px LR-LR: genuine vs impostor cosine (6,000 pairs)")
+            plot_score_distributions(
+                dists,
+                args.out / "distill_scores_16px.png",
+                thresholds=thresholds,
+                title="LFW 16 px LR-LR: genuine vs impostor cosine (6,000 pairs)",
+            )
     write_records(json_path, records, command)
     allrecs = [r for r in load_records(json_path) if r["split"] == "all"]
-    lines = ["# Distillation: every method, same student, data, epochs and seed\n",
-             f"Reproduce: `{command}` (records: `distill.json`; split `all` = both splits' students on their own "
-             "test folds, 6,000 pairs).\n"]
+    lines = [
+        "# Distillation: every method, same student, data, epochs and seed\n",
+        f"Reproduce: `{command}` (records: `distill.json`; split `all` = both splits' students on their own "
+        "test folds, 6,000 pairs).\n",
+    ]
     for mode in ("lr-lr", "hr-lr"):
-        lines += [f"\n## LFW 10-fold accuracy, {mode}\n",
-                  markdown_table([r for r in allrecs if r["pairs"] == mode], ["method"], "res", "accuracy", "{:.2%}")]
-    lines += ["\n## TAR at FAR = 1e-3, lr-lr\n",
-              markdown_table([r for r in allrecs if r["pairs"] == "lr-lr"], ["method"], "res", "tar@far=1e-3", "{:.2%}")]
+        lines += [
+            f"\n## LFW 10-fold accuracy, {mode}\n",
+            markdown_table([r for r in allrecs if r["pairs"] == mode], ["method"], "res", "accuracy", "{:.2%}"),
+        ]
+    lines += [
+        "\n## TAR at FAR = 1e-3, lr-lr\n",
+        markdown_table([r for r in allrecs if r["pairs"] == "lr-lr"], ["method"], "res", "tar@far=1e-3", "{:.2%}"),
+    ]
     lines += ["\n![scores](distill_scores_16px.png)\n"]
     text = "\n".join(lines)
     (args.out / "distill.md").write_text(text)

@@ -9,6 +9,7 @@
 - A per-layer plot of BN statistics: training, shifted data, after FaceBN.
 Writes docs/results/facebn.json, facebn.md and facebn_bn_stats.png.
 """
+
 from __future__ import annotations
 
 import argparse
@@ -16,7 +17,6 @@ import shlex
 import sys
 from pathlib import Path
 
-import numpy as np
 import torch
 
 from aird.adapt.embedder import AdaptedEmbedder
@@ -77,8 +77,11 @@ def main() -> None:
     def embedder(mode: str, batch: int = 32, momentum: float = 0.1):
         if mode == "off":
             return base
-        kwargs = {"facebn-ema": {"momentum": momentum}, "facebn-alpha": {"alpha": 0.1},
-                  "tent": {"head": head, "logit_scale": 30.0, "lr": 1e-4}}.get(mode, {})
+        kwargs = {
+            "facebn-ema": {"momentum": momentum},
+            "facebn-alpha": {"alpha": 0.1},
+            "tent": {"head": head, "logit_scale": 30.0, "lr": 1e-4},
+        }.get(mode, {})
         return AdaptedEmbedder(student, name, mode, size, batch, **kwargs)
 
     def record(rec: dict, benchmark: str, adapt: str) -> dict:
@@ -93,14 +96,22 @@ def main() -> None:
         write_records(json_path, [rec], command)
         m = rec["metrics"]
         figure = m.get("accuracy", m.get("rank1"))
-        print(f"{rec['benchmark']:<22} {rec['model']:<16} {rec['adapt']:<34} {rec['res']:>3} px  {figure:.4f}", flush=True)
+        print(
+            f"{rec['benchmark']:<22} {rec['model']:<16} {rec['adapt']:<34} {rec['res']:>3} px  {figure:.4f}", flush=True
+        )
 
     for res in (16, 12):
         cfg = EvalConfig(res=res, out_size=size)
         keep(record(run_identification(teacher, "orl", cfg, root, False).record, "orl", "off") | {"method": "teacher"})
         for mode in MODES:
-            r = run_identification(embedder(mode), "orl", EvalConfig(res=res, out_size=size, adapt=mode), root, False,
-                                   gallery_embedder=teacher)
+            r = run_identification(
+                embedder(mode),
+                "orl",
+                EvalConfig(res=res, out_size=size, adapt=mode),
+                root,
+                False,
+                gallery_embedder=teacher,
+            )
             keep(record(r.record, "orl", mode))
     for shift, kwargs in SHIFTS.items():
         bench = "lfw" if shift == "none" else f"lfw-shift:{shift}"
@@ -108,17 +119,28 @@ def main() -> None:
         t = run_verification(teacher, cfg, root, False).record
         keep(record(t, bench, "off") | {"method": "teacher"})
         for mode in MODES:
-            r = run_verification(embedder(mode), EvalConfig(res=16, folds=folds, out_size=size, adapt=mode, **kwargs),
-                                 root, False)
+            r = run_verification(
+                embedder(mode), EvalConfig(res=16, folds=folds, out_size=size, adapt=mode, **kwargs), root, False
+            )
             keep(record(r.record, bench, mode))
     if not args.quick:
         for batch, momentum in [(1, 0.1), (8, 0.1), (128, 0.1), (32, 0.01), (32, 0.05), (32, 0.2), (32, 0.5)]:
             tag = f"facebn-ema(batch={batch},momentum={momentum})"
-            r = run_verification(embedder("facebn-ema", batch, momentum),
-                                 EvalConfig(res=16, folds=folds, out_size=size, adapt=tag, **SHIFTS["mixed"]), root, False)
+            r = run_verification(
+                embedder("facebn-ema", batch, momentum),
+                EvalConfig(res=16, folds=folds, out_size=size, adapt=tag, **SHIFTS["mixed"]),
+                root,
+                False,
+            )
             keep(record(r.record, "lfw-shift:mixed", tag))
-            r = run_identification(embedder("facebn-ema", batch, momentum), "orl",
-                                   EvalConfig(res=16, out_size=size, adapt=tag), root, False, gallery_embedder=teacher)
+            r = run_identification(
+                embedder("facebn-ema", batch, momentum),
+                "orl",
+                EvalConfig(res=16, out_size=size, adapt=tag),
+                root,
+                False,
+                gallery_embedder=teacher,
+            )
             keep(record(r.record, "orl", tag))
     plot_bn_stats(student, size, root, args.out / "facebn_bn_stats.png")
     write_tables(json_path, command, args.out / "facebn.md")
@@ -136,9 +158,12 @@ def plot_bn_stats(student: torch.nn.Module, size: int, root: Path, path: Path) -
     x = faces_to_tensor(faces)
     measure = FaceBN(student, mode="batch")
     seen: dict[str, tuple[float, float]] = {}
-    hooks = [bn.register_forward_pre_hook(
-        lambda m, inp, n=n: seen.__setitem__(n, (inp[0].mean().item(), inp[0].var().item())))
-        for n, bn in measure.layers.items()]
+    hooks = [
+        bn.register_forward_pre_hook(
+            lambda m, inp, n=n: seen.__setitem__(n, (inp[0].mean().item(), inp[0].var().item()))
+        )
+        for n, bn in measure.layers.items()
+    ]
     measure(x)
     for h in hooks:
         h.remove()
@@ -147,34 +172,48 @@ def plot_bn_stats(student: torch.nn.Module, size: int, root: Path, path: Path) -
         ema(x[i : i + 32])
     after = ema.state_dict()["default"]
     names = list(measure.layers)
-    plot_layer_statistics({
-        "training statistics (LFW, LR faces)": ([measure.layers[n].running_mean.mean().item() for n in names],
-                                                [measure.layers[n].running_var.mean().item() for n in names]),
-        "ORL 16 px batch statistics (shifted)": ([seen[n][0] for n in names], [seen[n][1] for n in names]),
-        "after FaceBN-ema (momentum 0.1, batches of 32)": ([after[f"{n}.running_mean"].mean().item() for n in names],
-                                                           [after[f"{n}.running_var"].mean().item() for n in names]),
-    }, path, title="Student BN statistics: training vs ORL (shifted) vs after FaceBN")
+    plot_layer_statistics(
+        {
+            "training statistics (LFW, LR faces)": (
+                [measure.layers[n].running_mean.mean().item() for n in names],
+                [measure.layers[n].running_var.mean().item() for n in names],
+            ),
+            "ORL 16 px batch statistics (shifted)": ([seen[n][0] for n in names], [seen[n][1] for n in names]),
+            "after FaceBN-ema (momentum 0.1, batches of 32)": (
+                [after[f"{n}.running_mean"].mean().item() for n in names],
+                [after[f"{n}.running_var"].mean().item() for n in names],
+            ),
+        },
+        path,
+        title="Student BN statistics: training vs ORL (shifted) vs after FaceBN",
+    )
 
 
 def write_tables(json_path: Path, command: str, md: Path) -> None:
     recs = load_records(json_path)
     base = [r for r in recs if "(" not in r["adapt"]]
     sweep = [r for r in recs if "(" in r["adapt"]]
-    lines = ["# FaceBN: test-time adaptation on real distribution shift\n",
-             f"Reproduce: `{command}` (records: `facebn.json`). Student: the AIRD run named in each record's "
-             "`settings.student_run`; LFW figures are on that run's own test folds (3,000 pairs).\n",
-             "\n## LFW 16 px LR-LR accuracy under capture shifts (columns: adaptation)\n",
-             markdown_table([r for r in base if r["task"] == "verification"], ["benchmark", "method"], "adapt",
-                            "accuracy", "{:.2%}"),
-             "\n## ORL identification rank-1 (LFW-trained student; HR gallery by the teacher)\n",
-             markdown_table([r for r in base if r["task"] == "identification"], ["res", "method"], "adapt", "rank1",
-                             "{:.2%}"),
-             "\n## Sensitivity of facebn-ema (test batch, momentum)\n",
-             markdown_table([r for r in sweep if r["task"] == "verification"], ["adapt"], "benchmark", "accuracy",
-                            "{:.2%}") if sweep else "(not run)",
-             markdown_table([r for r in sweep if r["task"] == "identification"], ["adapt"], "benchmark", "rank1",
-                            "{:.2%}") if sweep else "",
-             "\n![BN statistics](facebn_bn_stats.png)\n"]
+    lines = [
+        "# FaceBN: test-time adaptation on real distribution shift\n",
+        f"Reproduce: `{command}` (records: `facebn.json`). Student: the AIRD run named in each record's "
+        "`settings.student_run`; LFW figures are on that run's own test folds (3,000 pairs).\n",
+        "\n## LFW 16 px LR-LR accuracy under capture shifts (columns: adaptation)\n",
+        markdown_table(
+            [r for r in base if r["task"] == "verification"], ["benchmark", "method"], "adapt", "accuracy", "{:.2%}"
+        ),
+        "\n## ORL identification rank-1 (LFW-trained student; HR gallery by the teacher)\n",
+        markdown_table(
+            [r for r in base if r["task"] == "identification"], ["res", "method"], "adapt", "rank1", "{:.2%}"
+        ),
+        "\n## Sensitivity of facebn-ema (test batch, momentum)\n",
+        markdown_table([r for r in sweep if r["task"] == "verification"], ["adapt"], "benchmark", "accuracy", "{:.2%}")
+        if sweep
+        else "(not run)",
+        markdown_table([r for r in sweep if r["task"] == "identification"], ["adapt"], "benchmark", "rank1", "{:.2%}")
+        if sweep
+        else "",
+        "\n![BN statistics](facebn_bn_stats.png)\n",
+    ]
     md.write_text("\n".join(lines))
     print("\n".join(lines))
 

@@ -6,6 +6,7 @@ face are skipped. Writes aird/models/assets/dlib_resnet_bn_stats.npz (float32, a
 
     python benchmarks/make_bn_stats.py [--data-root DIR] [--count 1000] [--seed 0] [--out PATH]
 """
+
 from __future__ import annotations
 
 import argparse

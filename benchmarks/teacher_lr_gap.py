@@ -7,6 +7,7 @@ LFW View 2 10-fold verification (LR-LR and HR gallery vs LR probe), LFW and ORL 
 
 Writes docs/results/teacher_lr_gap.json (records), teacher_lr_gap.md (tables) and PNG plots.
 """
+
 from __future__ import annotations
 
 import argparse
@@ -38,7 +39,7 @@ def main() -> None:
     curves, dists, thresholds = {}, {}, {}
     for res in args.res:
         r = None if res == 150 else res
-        for mode in (["lr-lr"] if r is None else ["lr-lr", "hr-lr"]):
+        for mode in ["lr-lr"] if r is None else ["lr-lr", "hr-lr"]:
             result = run_verification(embedder, EvalConfig(res=r, pairs=mode), args.data_root, progress)
             write_records(json_path, [result.record], command)
             label = "HR 150 px" if r is None else f"{res} px {mode}"
@@ -52,8 +53,12 @@ def main() -> None:
             write_records(json_path, [rec], command)
             print(f"{bench} identification {res:>3} px: rank-1 {rec['metrics']['rank1']:.4f}", flush=True)
     plot_roc(curves, args.out / "teacher_lr_gap_roc.png", title=f"LFW verification, {args.model}, by resolution")
-    plot_score_distributions(dists, args.out / "teacher_lr_gap_scores.png", thresholds=thresholds,
-                             title=f"LFW genuine vs impostor cosine, {args.model}, LR-LR")
+    plot_score_distributions(
+        dists,
+        args.out / "teacher_lr_gap_scores.png",
+        thresholds=thresholds,
+        title=f"LFW genuine vs impostor cosine, {args.model}, LR-LR",
+    )
     records = [r for r in load_records(json_path) if r["model"] == embedder.name]
     ver = [r for r in records if r["task"] == "verification"]
     ident = [r for r in records if r["task"] == "identification"]

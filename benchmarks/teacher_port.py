@@ -8,6 +8,7 @@ Speed: faces per second embedding aligned chips on this machine's CPUs (torch th
 batch 1 and batch 64, after a warm-up; p50/p99 latency per call at batch 1.
 Writes docs/results/teacher_port.json and teacher_port.md.
 """
+
 from __future__ import annotations
 
 import argparse
@@ -64,7 +65,11 @@ def main() -> None:
     emb = {name: embed_chips(t, chips, None, desc=f"{name} on HR") for name, t in backends.items()}
     a, b = emb["dlib"][chips.detected], emb["torch"][chips.detected]
     cos = np.sum(a * b, 1) / (np.linalg.norm(a, axis=1) * np.linalg.norm(b, axis=1))
-    parity = {"cos_min": float(cos.min()), "cos_median": float(np.median(cos)), "max_abs_diff": float(np.abs(a - b).max())}
+    parity = {
+        "cos_min": float(cos.min()),
+        "cos_median": float(np.median(cos)),
+        "max_abs_diff": float(np.abs(a - b).max()),
+    }
     print(f"parity on {len(cos)} chips: min cos {parity['cos_min']:.9f}, median {parity['cos_median']:.9f}")
     records = []
     timing_chips = chips.chips[: args.timing_faces]
@@ -77,12 +82,20 @@ def main() -> None:
         metrics = {**result.record["metrics"], **speed}
         if name == "torch":
             metrics.update(cos_min=parity["cos_min"], cos_median=parity["cos_median"])
-        settings = {**result.record["settings"], "backend": name, "torch_threads": torch.get_num_threads(),
-                    "timing_faces": len(timing_chips), "parity_chips": int(len(cos)),
-                    "parity_max_abs_diff": parity["max_abs_diff"], "environment": environment()}
+        settings = {
+            **result.record["settings"],
+            "backend": name,
+            "torch_threads": torch.get_num_threads(),
+            "timing_faces": len(timing_chips),
+            "parity_chips": int(len(cos)),
+            "parity_max_abs_diff": parity["max_abs_diff"],
+            "environment": environment(),
+        }
         records.append(make_record(**{**result.record, "metrics": metrics, "settings": settings}))
-        print(f"{name:>6}: LFW HR accuracy {metrics['accuracy']:.4f}; {speed['b1_faces_per_s']:.1f} faces/s at batch 1, "
-              f"{speed['b64_faces_per_s']:.1f} at batch 64")
+        print(
+            f"{name:>6}: LFW HR accuracy {metrics['accuracy']:.4f}; {speed['b1_faces_per_s']:.1f} faces/s at batch 1, "
+            f"{speed['b64_faces_per_s']:.1f} at batch 64"
+        )
     json_path = args.out / "teacher_port.json"
     write_records(json_path, records, command)
     recs = {r["settings"]["backend"]: r for r in load_records(json_path)}
@@ -90,7 +103,8 @@ def main() -> None:
     lines = [
         "# dlib's ResNet face descriptor: dlib-bin vs the aird PyTorch port\n",
         f"Reproduce: `{command}` (records: `teacher_port.json`).\n",
-        "| | dlib-bin | PyTorch port |", "|---|---|---|",
+        "| | dlib-bin | PyTorch port |",
+        "|---|---|---|",
         f"| LFW 10-fold accuracy, HR 150 px (6,000 pairs) | {d['accuracy']:.2%} | {t['accuracy']:.2%} |",
         f"| TAR at FAR 1e-3 | {d['tar@far=1e-3']:.2%} | {t['tar@far=1e-3']:.2%} |",
         f"| faces/s, batch 1 | {d['b1_faces_per_s']:.1f} | {t['b1_faces_per_s']:.1f} |",

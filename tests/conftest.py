@@ -3,6 +3,7 @@
 Real faces are read from AIRD_DATA (default ../shared/data), read-only; everything computed goes
 to AIRD_CACHE (default: a folder under pytest's temp dir, kept for the session), never to the data.
 """
+
 from __future__ import annotations
 
 import os

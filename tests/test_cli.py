@@ -1,4 +1,5 @@
 """The ``aird`` command end to end on a small real subset of LFW and ORL."""
+
 import json
 
 import pytest
@@ -23,8 +24,24 @@ def small_pairs(data_root, tmp_path_factory):
 @pytest.mark.parametrize("model", ["dlib", "dlib_resnet"])
 def test_eval_verification_end_to_end(data_root, small_pairs, tmp_path, capsys, model):
     out = tmp_path / "results.json"
-    rc = main(["eval", "--model", model, "--res", "16", "--pairs-file", str(small_pairs), "--data-root", str(data_root),
-               "--out", str(out), "--plots", str(tmp_path / "plots"), "--quiet"])
+    rc = main(
+        [
+            "eval",
+            "--model",
+            model,
+            "--res",
+            "16",
+            "--pairs-file",
+            str(small_pairs),
+            "--data-root",
+            str(data_root),
+            "--out",
+            str(out),
+            "--plots",
+            str(tmp_path / "plots"),
+            "--quiet",
+        ]
+    )
     assert rc == 0
     doc = json.loads(out.read_text())
     (rec,) = doc["records"]
@@ -40,7 +57,10 @@ def test_eval_verification_end_to_end(data_root, small_pairs, tmp_path, capsys, 
 
 def test_eval_orl_identification(data_root, tmp_path):
     out = tmp_path / "orl.json"
-    assert main(["eval", "--benchmark", "orl", "--res", "16", "--data-root", str(data_root), "--out", str(out), "--quiet"]) == 0
+    assert (
+        main(["eval", "--benchmark", "orl", "--res", "16", "--data-root", str(data_root), "--out", str(out), "--quiet"])
+        == 0
+    )
     (rec,) = json.loads(out.read_text())["records"]
     assert rec["task"] == "identification" and rec["pairs"] is None and rec["n"] == 360
     assert rec["metrics"]["rank1"] <= rec["metrics"]["rank5"] <= rec["metrics"]["rank10"]
@@ -75,9 +95,31 @@ def test_eval_with_facebn_adaptation(data_root, small_pairs, tmp_path):
     records = {}
     for adapt in ("off", "facebn-ema", "adabn"):
         out = tmp_path / f"{adapt}.json"
-        assert main(["eval", "--model", str(student), "--res", "16", "--pairs-file", str(small_pairs), "--adapt", adapt,
-                     "--momentum", "0.2", "--test-batch", "8", "--data-root", str(data_root), "--out", str(out),
-                     "--quiet"]) == 0
+        assert (
+            main(
+                [
+                    "eval",
+                    "--model",
+                    str(student),
+                    "--res",
+                    "16",
+                    "--pairs-file",
+                    str(small_pairs),
+                    "--adapt",
+                    adapt,
+                    "--momentum",
+                    "0.2",
+                    "--test-batch",
+                    "8",
+                    "--data-root",
+                    str(data_root),
+                    "--out",
+                    str(out),
+                    "--quiet",
+                ]
+            )
+            == 0
+        )
         (records[adapt],) = json.loads(out.read_text())["records"]
     ema = records["facebn-ema"]
     assert ema["adapt"] == "facebn-ema"

@@ -4,6 +4,7 @@ Adaptation is stateful: what a face's embedding is depends on the faces seen bef
 embeddings are never cached, every call embeds in the order given, in test batches of
 ``batch_size``, and the statistics are reset once per evaluation (a new AdaptedEmbedder).
 """
+
 from __future__ import annotations
 
 from typing import Any
@@ -18,8 +19,16 @@ from aird.models.embedder import faces_to_tensor
 
 
 class AdaptedEmbedder:
-    def __init__(self, module: nn.Module, name: str, adapt: str, input_size: int | None = None,
-                 batch_size: int = 32, stream: str = DEFAULT_STREAM, **adapter_kwargs: Any):
+    def __init__(
+        self,
+        module: nn.Module,
+        name: str,
+        adapt: str,
+        input_size: int | None = None,
+        batch_size: int = 32,
+        stream: str = DEFAULT_STREAM,
+        **adapter_kwargs: Any,
+    ):
         if batch_size < 1:
             raise ConfigError(f"test batch size must be >= 1, got {batch_size}")
         self.adapter = make_adapter(adapt, module, **adapter_kwargs)
@@ -33,12 +42,19 @@ class AdaptedEmbedder:
         return None
 
     def settings(self) -> dict:
-        return {**self.adapter.settings(), "test_batch_size": self.batch_size, "order": "as given (file order)",
-                "reset": "fresh statistics for each evaluation", "stream": self.stream}
+        return {
+            **self.adapter.settings(),
+            "test_batch_size": self.batch_size,
+            "order": "as given (file order)",
+            "reset": "fresh statistics for each evaluation",
+            "stream": self.stream,
+        }
 
     def _batches(self, faces: np.ndarray) -> list[torch.Tensor]:
-        return [faces_to_tensor(faces[i : i + self.batch_size], self.input_size)
-                for i in range(0, len(faces), self.batch_size)]
+        return [
+            faces_to_tensor(faces[i : i + self.batch_size], self.input_size)
+            for i in range(0, len(faces), self.batch_size)
+        ]
 
     def embed(self, faces: np.ndarray) -> np.ndarray:
         batches = self._batches(faces)

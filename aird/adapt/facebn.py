@@ -8,6 +8,7 @@ The adapter owns a frozen copy of the model (the original, e.g. a teacher, is ne
 even transiently) whose batch-norm layers normalise with ``F.batch_norm(training=False)`` and the
 statistics the mode selects. Formulas, batch-size-1 rules and stream semantics: docs/facebn.md.
 """
+
 from __future__ import annotations
 
 import copy
@@ -59,8 +60,10 @@ def batchnorm_layers(model: nn.Module) -> dict[str, _BatchNorm]:
         raise ConfigError(f"{type(model).__name__} has no batch-norm layer to adapt")
     untracked = [name for name, bn in layers.items() if bn.running_mean is None or bn.running_var is None]
     if untracked:
-        raise ConfigError(f"batch-norm layers {untracked[:3]} keep no running statistics (track_running_stats=False): "
-                          "there are no training statistics to adapt")
+        raise ConfigError(
+            f"batch-norm layers {untracked[:3]} keep no running statistics (track_running_stats=False): "
+            "there are no training statistics to adapt"
+        )
     return layers
 
 
@@ -129,8 +132,10 @@ class FaceBN:
     def __call__(self, x: torch.Tensor, stream: str = DEFAULT_STREAM) -> torch.Tensor:
         """Embeddings of the batch ``x``, normalised with ``stream``'s statistics (ema: after updating them)."""
         if self.mode == "adabn" and stream not in self._streams:
-            raise ConfigError(f"adabn stream {stream!r} has no statistics yet: call fit() on its target set "
-                              "first (or use embed_two_pass)")
+            raise ConfigError(
+                f"adabn stream {stream!r} has no statistics yet: call fit() on its target set "
+                "first (or use embed_two_pass)"
+            )
         # Outside inference mode, so that stream statistics stay ordinary tensors whatever mode the caller
         # is in: inference tensors cannot join autograd or be updated in place outside inference mode.
         with torch.inference_mode(False), torch.no_grad():
@@ -178,29 +183,38 @@ class FaceBN:
     def state_dict(self) -> dict[str, dict[str, torch.Tensor]]:
         """``{stream: {"<layer>.running_mean": t, "<layer>.running_var": t}}``; loads with ``torch.load(weights_only=True)``."""
         return {
-            stream: {key: t.clone() for name, (mean, var) in stats.items()
-                     for key, t in ((f"{name}.running_mean", mean), (f"{name}.running_var", var))}
+            stream: {
+                key: t.clone()
+                for name, (mean, var) in stats.items()
+                for key, t in ((f"{name}.running_mean", mean), (f"{name}.running_var", var))
+            }
             for stream, stats in self._streams.items()
         }
 
     def load_state_dict(self, state: Mapping[str, Mapping[str, torch.Tensor]]) -> None:
         """Replace all streams by those of ``state`` (as :meth:`state_dict` writes it, for the same model)."""
         if state and self.mode not in STATEFUL_MODES:
-            raise ConfigError(f"FaceBN mode {self.mode!r} keeps no statistics between batches; "
-                              f"load stream statistics into a {' or '.join(STATEFUL_MODES)} adapter")
+            raise ConfigError(
+                f"FaceBN mode {self.mode!r} keeps no statistics between batches; "
+                f"load stream statistics into a {' or '.join(STATEFUL_MODES)} adapter"
+            )
         expected = {f"{name}.running_{kind}" for name in self.layers for kind in ("mean", "var")}
         streams: dict[str, dict[str, Stats]] = {}
         for stream, tensors in state.items():
             if set(tensors) != expected:
                 missing, unexpected = sorted(expected - set(tensors)), sorted(set(tensors) - expected)
-                raise ValueError(f"stream {stream!r} does not match this model's batch-norm layers "
-                                 f"(missing {missing[:3]}, unexpected {unexpected[:3]})")
+                raise ValueError(
+                    f"stream {stream!r} does not match this model's batch-norm layers "
+                    f"(missing {missing[:3]}, unexpected {unexpected[:3]})"
+                )
             stats = {}
             for name, bn in self.layers.items():
                 mean, var = tensors[f"{name}.running_mean"], tensors[f"{name}.running_var"]
                 if mean.shape != bn.running_mean.shape or var.shape != bn.running_var.shape:
-                    raise ValueError(f"stream {stream!r}: layer {name} has {bn.running_mean.numel()} channels, "
-                                     f"the state {mean.numel()}")
+                    raise ValueError(
+                        f"stream {stream!r}: layer {name} has {bn.running_mean.numel()} channels, "
+                        f"the state {mean.numel()}"
+                    )
                 stats[name] = (mean.to(bn.running_mean).clone(), var.to(bn.running_var).clone())
             streams[str(stream)] = stats
         self._streams = streams
@@ -231,8 +245,10 @@ class FaceBN:
             mean = (1 - a) * bn.running_mean + a * batch_mean
             var = bn.running_var if batch_var is None else (1 - a) * bn.running_var + a * batch_var
         elif self._stats is None:
-            raise RuntimeError(f"the {self.mode} statistics belong to a stream: call the adapter, adapter(x, stream), "
-                               "not adapter.model")
+            raise RuntimeError(
+                f"the {self.mode} statistics belong to a stream: call the adapter, adapter(x, stream), "
+                "not adapter.model"
+            )
         elif self.mode == "ema":
             mean, var = self._stats[name]
             batch_mean, batch_var = _batch_stats(x, mean.dtype)

@@ -6,6 +6,7 @@ of them), to make a classifier head's predictions on the unlabelled test faces c
 norm normalises with each batch's own statistics. The model and head passed in are deep-copied
 and never change; every stream has its own affine parameters and optimiser state.
 """
+
 from __future__ import annotations
 
 import copy
@@ -106,8 +107,10 @@ class Tent:
     def state_dict(self) -> dict[str, dict[str, Any]]:
         """``{stream: {"params": {"<layer>.weight": t, ...}, "optimizer": optimizer state}}`` (weights_only-loadable)."""
         return {
-            stream: {"params": {key: p.detach().clone() for key, p in state.params.items()},
-                     "optimizer": copy.deepcopy(state.optimizer.state_dict())}
+            stream: {
+                "params": {key: p.detach().clone() for key, p in state.params.items()},
+                "optimizer": copy.deepcopy(state.optimizer.state_dict()),
+            }
             for stream, state in self._streams.items()
         }
 
@@ -122,8 +125,9 @@ class Tent:
             params = {}
             for key, ref in reference.items():
                 if tensors[key].shape != ref.shape:
-                    raise ValueError(f"stream {stream!r}: {key} has shape {tuple(tensors[key].shape)}, "
-                                     f"the model {tuple(ref.shape)}")
+                    raise ValueError(
+                        f"stream {stream!r}: {key} has shape {tuple(tensors[key].shape)}, the model {tuple(ref.shape)}"
+                    )
                 params[key] = nn.Parameter(tensors[key].to(ref).clone())
             new = self._new_stream(params)
             new.optimizer.load_state_dict(saved["optimizer"])
@@ -132,8 +136,14 @@ class Tent:
 
     def settings(self) -> dict[str, Any]:
         """What a result record needs to say how embeddings were adapted."""
-        return {"adapter": "tent", "optimizer": self.optimizer, "lr": self.lr, "steps": self.steps,
-                "logit_scale": self.logit_scale, "bn_layers": len(self.layers)}
+        return {
+            "adapter": "tent",
+            "optimizer": self.optimizer,
+            "lr": self.lr,
+            "steps": self.steps,
+            "logit_scale": self.logit_scale,
+            "bn_layers": len(self.layers),
+        }
 
     def _initial_params(self) -> dict[str, nn.Parameter]:
         params = {}

@@ -6,6 +6,7 @@ When the detector finds no face, a fixed box (per data set: where faces sit in i
 stands in for the detection and the landmark predictor still runs inside it; every such
 fallback is counted and reported, never silent.
 """
+
 from __future__ import annotations
 
 import hashlib

@@ -4,6 +4,7 @@ Each chip is stored as a small compressed ``.npz`` (chip, landmarks, detected) u
 ``<cache>/chips/<settings-hash>/<aa>/<content-hash>.npz``: the key is the hash of the image file's
 bytes, so renaming or moving a data set keeps its cache and editing an image invalidates it.
 """
+
 from __future__ import annotations
 
 import hashlib

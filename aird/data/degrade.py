@@ -4,6 +4,7 @@ HR chip --(optional Gaussian blur)--> down-sample to R x R --(optional grayscale
 --(optional up-sampling)--> network input. Every random choice is drawn from a generator seeded
 by (seed, sample key), so a face degrades the same way in every run, process and batch order.
 """
+
 from __future__ import annotations
 
 import hashlib
@@ -65,7 +66,9 @@ class Degradation:
         res = tuple(int(r) for r in _as_tuple(self.res, "res"))
         bad = [r for r in res if r not in RESOLUTIONS]
         if bad:
-            raise ConfigError(f"unknown resolution {bad[0]}; choose from {list(RESOLUTIONS)} (or evaluate HR without --res)")
+            raise ConfigError(
+                f"unknown resolution {bad[0]}; choose from {list(RESOLUTIONS)} (or evaluate HR without --res)"
+            )
         downs = _as_tuple(self.down, "down")
         for name in downs + ((self.up,) if self.up else ()):
             if name not in INTERPOLATIONS:

@@ -1,4 +1,5 @@
 """Extra training faces: CelebA (labelled, people disjoint from LFW) and UTKFace (unlabelled)."""
+
 from __future__ import annotations
 
 from pathlib import Path

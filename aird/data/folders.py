@@ -1,4 +1,5 @@
 """Face folders: one sub-folder per identity, images inside."""
+
 from __future__ import annotations
 
 import re

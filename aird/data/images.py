@@ -1,4 +1,5 @@
 """Reading face images: every failure names the file and says what to do."""
+
 from __future__ import annotations
 
 from pathlib import Path
@@ -27,7 +28,9 @@ def load_rgb(path: str | Path) -> np.ndarray:
             img.load()  # decode fully now so truncated files fail here, not later
             rgb = img.convert("RGB")
     except UnidentifiedImageError:
-        raise DataError("not a readable image (unknown format)", path, f"use one of {', '.join(IMAGE_SUFFIXES)}") from None
+        raise DataError(
+            "not a readable image (unknown format)", path, f"use one of {', '.join(IMAGE_SUFFIXES)}"
+        ) from None
     except (OSError, SyntaxError, ValueError) as exc:
         raise DataError(f"corrupt or truncated image ({exc})", path, "re-download or delete the file") from None
     array = np.asarray(rgb, dtype=np.uint8)

@@ -1,4 +1,5 @@
 """LFW deep-funneled and its View 2 pairs protocol (10 identity-disjoint folds of 300 + 300 pairs)."""
+
 from __future__ import annotations
 
 from dataclasses import dataclass
@@ -91,7 +92,8 @@ def read_pairs(pairs_file: str | Path, images_root: str | Path, check_files: boo
             for p in (pa, pb):
                 if not p.is_file():
                     raise DataError(
-                        f"line {lineno} refers to a missing image {p}", pairs_file,
+                        f"line {lineno} refers to a missing image {p}",
+                        pairs_file,
                         "check that the pairs file matches the image folder (LFW deep-funneled)",
                     )
         left.append(pa)

@@ -1,4 +1,5 @@
 """AT&T / ORL faces: ``<root>/orl/s<k>/<n>.pgm``, 40 people x 10 grayscale images."""
+
 from __future__ import annotations
 
 from pathlib import Path

@@ -1,4 +1,5 @@
 """One YAML per experiment (``configs/*.yaml``), validated into these dataclasses."""
+
 from __future__ import annotations
 
 from dataclasses import dataclass, field
@@ -39,9 +40,16 @@ class DegradationConfig:
     jpeg_quality: list[int] | None = None
 
     def build(self, out_size: int, seed: int) -> Degradation:
-        return Degradation(res=tuple(self.res), down=tuple(self.down), up="bicubic", out_size=out_size,
-                           blur_sigma=tuple(self.blur_sigma), noise_std=tuple(self.noise_std),
-                           jpeg_quality=tuple(self.jpeg_quality) if self.jpeg_quality else None, seed=seed)
+        return Degradation(
+            res=tuple(self.res),
+            down=tuple(self.down),
+            up="bicubic",
+            out_size=out_size,
+            blur_sigma=tuple(self.blur_sigma),
+            noise_std=tuple(self.noise_std),
+            jpeg_quality=tuple(self.jpeg_quality) if self.jpeg_quality else None,
+            seed=seed,
+        )
 
 
 @dataclass

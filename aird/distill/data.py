@@ -4,6 +4,7 @@ Split A tests on LFW folds 1-5, so it trains on every LFW image whose person is 
 (split B likewise for folds 6-10). Extra pools (CelebA, labelled; UTKFace, unlabelled) pass a leak
 filter first: an extra image whose teacher embedding is close to any image of a test person is dropped.
 """
+
 from __future__ import annotations
 
 from dataclasses import dataclass, field
@@ -86,19 +87,30 @@ def build_training_set(
         if pool != "lfw":
             if test_emb is None:
                 test_emb = test_people_embeddings(root, split, teacher, chip_size, progress)
-            nearest = np.concatenate([similarity_matrix(f_t[i : i + 2048], test_emb).max(axis=1)
-                                      for i in range(0, len(f_t), 2048)])
+            nearest = np.concatenate(
+                [similarity_matrix(f_t[i : i + 2048], test_emb).max(axis=1) for i in range(0, len(f_t), 2048)]
+            )
             keep = nearest < leak_threshold
-        report["pools"][pool] = {"images": len(paths), "kept": int(keep.sum()), "dropped_by_leak_filter": int((~keep).sum()),
-                                 "no_face_detected": chips.n_fallback}
+        report["pools"][pool] = {
+            "images": len(paths),
+            "kept": int(keep.sum()),
+            "dropped_by_leak_filter": int((~keep).sum()),
+            "no_face_detected": chips.n_fallback,
+        }
         idx = np.flatnonzero(keep)
         f_flip = embed_chips(teacher, chips, None, progress, desc=f"teacher on mirrored {pool}", flip=True)
-        parts.append((chips.chips[idx], [names[i] for i in idx], [chips.digests[i] for i in idx], f_t[idx], f_flip[idx]))
+        parts.append(
+            (chips.chips[idx], [names[i] for i in idx], [chips.digests[i] for i in idx], f_t[idx], f_flip[idx])
+        )
     identities = sorted({n for part in parts for n in part[1] if n is not None})
     index = {name: i for i, name in enumerate(identities)}
     labels = np.array([index[n] if n is not None else -1 for part in parts for n in part[1]], dtype=np.int64)
-    report.update(images=int(len(labels)), identities=len(identities), unlabelled=int((labels < 0).sum()),
-                  leak_threshold=leak_threshold)
+    report.update(
+        images=int(len(labels)),
+        identities=len(identities),
+        unlabelled=int((labels < 0).sum()),
+        leak_threshold=leak_threshold,
+    )
     return TrainingSet(
         chips=np.concatenate([p[0] for p in parts]),
         labels=labels,

@@ -4,6 +4,7 @@ Every loss reads what it needs from a ``DistillOutputs`` and returns a scalar. `
 are the cosine-classifier outputs cos(f, W) of the student and teacher heads over the training
 identities; ``labels`` is -1 for unlabelled faces (UTKFace), which only feature and relation terms use.
 """
+
 from __future__ import annotations
 
 from dataclasses import dataclass

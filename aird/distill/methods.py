@@ -3,6 +3,7 @@
 ``c`` (classification), ``a``/``b`` (instance level), ``r`` (relation level) are the weights of
 L = c * L_cls + L_IlD + r * L_RlD; the baselines swap the distillation terms, keep the same L_cls.
 """
+
 from __future__ import annotations
 
 import copy

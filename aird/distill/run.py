@@ -1,4 +1,5 @@
 """An experiment end to end: training set -> teacher head -> distillation -> student export -> test folds."""
+
 from __future__ import annotations
 
 import hashlib
@@ -14,11 +15,11 @@ import torch.distributed as dist
 from aird.distill.config import ExperimentConfig
 from aird.distill.data import SPLIT_TEST_FOLDS, TrainingSet, build_training_set
 from aird.distill.trainer import Trainer, _world, init_distributed, load_checkpoint
+from aird.errors import ModelFileError
 from aird.eval.records import write_records
 from aird.eval.runner import EvalConfig, run_verification
 from aird.io import atomic_path, write_json
 from aird.models.embedder import Embedder, TorchEmbedder
-from aird.errors import ModelFileError
 from aird.models.heads import CosineClassifier, fit_cosine_head, load_head, save_head
 from aird.models.registry import get_model
 from aird.models.student import load_student, save_student
@@ -32,8 +33,9 @@ def training_set(cfg: ExperimentConfig, teacher: Embedder, progress: bool) -> Tr
     # Rank 0 fills the caches first; the others then read them instead of aligning in parallel.
     if world > 1 and rank != 0:
         dist.barrier()
-    data = build_training_set(root, cfg.data.split, teacher, cfg.data.pools, cfg.data.leak_threshold,
-                              progress=progress and rank == 0)
+    data = build_training_set(
+        root, cfg.data.split, teacher, cfg.data.pools, cfg.data.leak_threshold, progress=progress and rank == 0
+    )
     if world > 1 and rank == 0:
         dist.barrier()
     return data
@@ -54,8 +56,15 @@ def train_teacher_head(cfg: ExperimentConfig, data: TrainingSet) -> CosineClassi
             return load_head(path)
         except ModelFileError:  # a damaged cache entry is refitted, never trusted
             path.unlink(missing_ok=True)
-    head = fit_cosine_head(data.teacher, data.labels, data.num_classes, cfg.head.scale, cfg.head.margin,
-                           cfg.head.steps, seed=cfg.train.seed)
+    head = fit_cosine_head(
+        data.teacher,
+        data.labels,
+        data.num_classes,
+        cfg.head.scale,
+        cfg.head.margin,
+        cfg.head.steps,
+        seed=cfg.train.seed,
+    )
     save_head(path, head)
     return head
 
@@ -71,8 +80,14 @@ def evaluate_student(cfg: ExperimentConfig, student: torch.nn.Module, teacher: E
     records = []
     for res in cfg.eval.res:
         for mode in cfg.eval.pairs:
-            ecfg = EvalConfig(res=res, pairs=mode, folds=SPLIT_TEST_FOLDS[cfg.data.split], out_size=cfg.student.input_size,
-                              method=cfg.method, seed=cfg.train.seed)
+            ecfg = EvalConfig(
+                res=res,
+                pairs=mode,
+                folds=SPLIT_TEST_FOLDS[cfg.data.split],
+                out_size=cfg.student.input_size,
+                method=cfg.method,
+                seed=cfg.train.seed,
+            )
             result = run_verification(embedder, ecfg, root, progress, gallery_embedder=teacher)
             rec = result.record
             rec["settings"]["experiment"] = asdict(cfg)
@@ -84,8 +99,9 @@ def evaluate_student(cfg: ExperimentConfig, student: torch.nn.Module, teacher: E
     return records
 
 
-def run_experiment(cfg: ExperimentConfig, resume: bool = False, init: str | Path | None = None,
-                   progress: bool = True) -> Path:
+def run_experiment(
+    cfg: ExperimentConfig, resume: bool = False, init: str | Path | None = None, progress: bool = True
+) -> Path:
     device = init_distributed()
     rank, world = _world()
     if cfg.train.threads:
@@ -111,13 +127,19 @@ def run_experiment(cfg: ExperimentConfig, resume: bool = False, init: str | Path
     trainer.fit()
     train_s = time.time() - started
     if rank == 0:
-        save_student(run_dir / "student.safetensors", trainer.model.student, cfg.student.model,
-                     cfg.student.input_size, config=json.dumps(asdict(cfg)))
+        save_student(
+            run_dir / "student.safetensors",
+            trainer.model.student,
+            cfg.student.model,
+            cfg.student.input_size,
+            config=json.dumps(asdict(cfg)),
+        )
         save_head(run_dir / "student_head.safetensors", trainer.model.student_head)
         records = evaluate_student(cfg, trainer.model.student, teacher, progress)
         for rec in records:
-            rec["settings"].update(train_wall_s=round(train_s, 1), world_size=world, steps=trainer.step,
-                                   data=data.report)
+            rec["settings"].update(
+                train_wall_s=round(train_s, 1), world_size=world, steps=trainer.step, data=data.report
+            )
         write_records(run_dir / "results.json", records, command=f"aird distill --config <{cfg.name}>")
     if world > 1:
         dist.barrier()

@@ -4,6 +4,7 @@ The teacher's features are cached (``TrainingSet.teacher``), so a step runs the 
 in, f_s and the student head's cosines out, the registered losses against f_t and the frozen C_t.
 Everything random is a function of (seed, epoch, sample), so ``--resume`` continues exactly.
 """
+
 from __future__ import annotations
 
 import json
@@ -40,8 +41,14 @@ class Distiller(nn.Module):
     """Student backbone + head, trained; the teacher head C_t stays frozen and in eval mode whatever
     ``.train()`` is called (the teacher backbone is not here: its features are cached)."""
 
-    def __init__(self, student: nn.Module, student_head: CosineClassifier, teacher_head: CosineClassifier,
-                 losses: WeightedLosses, freeze_bn: bool = False):
+    def __init__(
+        self,
+        student: nn.Module,
+        student_head: CosineClassifier,
+        teacher_head: CosineClassifier,
+        losses: WeightedLosses,
+        freeze_bn: bool = False,
+    ):
         super().__init__()
         self.student, self.student_head, self.losses = student, student_head, losses
         self.teacher_head = teacher_head.requires_grad_(False).eval()
@@ -56,12 +63,15 @@ class Distiller(nn.Module):
                     m.eval()
         return self
 
-    def forward(self, lr_faces: torch.Tensor, f_t: torch.Tensor, labels: torch.Tensor,
-                queue_t: torch.Tensor | None) -> tuple[torch.Tensor, dict[str, float]]:
+    def forward(
+        self, lr_faces: torch.Tensor, f_t: torch.Tensor, labels: torch.Tensor, queue_t: torch.Tensor | None
+    ) -> tuple[torch.Tensor, dict[str, float]]:
         f_s = self.student(lr_faces).float()
         with torch.no_grad():
             cos_t = self.teacher_head(f_t)
-        out = DistillOutputs(f_s=f_s, f_t=f_t, cos_s=self.student_head(f_s), cos_t=cos_t, labels=labels, queue_t=queue_t)
+        out = DistillOutputs(
+            f_s=f_s, f_t=f_t, cos_s=self.student_head(f_s), cos_t=cos_t, labels=labels, queue_t=queue_t
+        )
         return self.losses(out)
 
 
@@ -108,8 +118,10 @@ def load_checkpoint(path: str | Path) -> dict:
     try:
         return torch.load(path, map_location="cpu", weights_only=True)
     except Exception as exc:  # torch raises many types for a damaged zip/pickle
-        raise ModelFileError(f"{path}: not a readable aird checkpoint ({type(exc).__name__}: {exc}); "
-                             "delete it to start over, or pass another --resume/--init file") from None
+        raise ModelFileError(
+            f"{path}: not a readable aird checkpoint ({type(exc).__name__}: {exc}); "
+            "delete it to start over, or pass another --resume/--init file"
+        ) from None
 
 
 def _interrupt(signum: int, frame: object) -> None:
@@ -118,8 +130,16 @@ def _interrupt(signum: int, frame: object) -> None:
 
 
 class Trainer:
-    def __init__(self, cfg: ExperimentConfig, data: TrainingSet, student: nn.Module, teacher_head: CosineClassifier,
-                 run_dir: Path, device: torch.device | None = None, progress: bool = True):
+    def __init__(
+        self,
+        cfg: ExperimentConfig,
+        data: TrainingSet,
+        student: nn.Module,
+        teacher_head: CosineClassifier,
+        run_dir: Path,
+        device: torch.device | None = None,
+        progress: bool = True,
+    ):
         self.cfg, self.data, self.run_dir = cfg, data, Path(run_dir)
         self.device = device or torch.device("cpu")
         self.rank, self.world = _world()
@@ -131,10 +151,17 @@ class Trainer:
         student_head.load_state_dict(teacher_head.state_dict())  # C_s starts as C_t
         losses = WeightedLosses(method_terms(cfg.method, cfg.losses))
         self.model = Distiller(student, student_head, teacher_head, losses, cfg.student.bn == "frozen").to(self.device)
-        self.ddp = (nn.parallel.DistributedDataParallel(self.model, device_ids=[self.device.index] if self.device.type == "cuda" else None)
-                    if self.world > 1 else self.model)
-        params = [{"params": student.parameters(), "lr": t.lr},
-                  {"params": student_head.parameters(), "lr": t.head_lr or t.lr}]
+        self.ddp = (
+            nn.parallel.DistributedDataParallel(
+                self.model, device_ids=[self.device.index] if self.device.type == "cuda" else None
+            )
+            if self.world > 1
+            else self.model
+        )
+        params = [
+            {"params": student.parameters(), "lr": t.lr},
+            {"params": student_head.parameters(), "lr": t.head_lr or t.lr},
+        ]
         if t.optimizer == "sgd":
             self.opt = torch.optim.SGD(params, lr=t.lr, momentum=t.momentum, weight_decay=t.weight_decay)
         else:
@@ -171,8 +198,10 @@ class Trainer:
         if state.get("format") != "aird-checkpoint-v1":
             raise ModelFileError(f"{source}: not an aird training checkpoint (format {state.get('format')!r})")
         if state["config"] != json.loads(json.dumps(asdict(self.cfg))):
-            raise TrainingError(f"{source}: checkpoint was made with another config; resume with the same "
-                                "--config, or start a new run directory")
+            raise TrainingError(
+                f"{source}: checkpoint was made with another config; resume with the same "
+                "--config, or start a new run directory"
+            )
         self.model.student.load_state_dict(state["student"])
         self.model.student_head.load_state_dict(state["student_head"])
         self.opt.load_state_dict(state["optimizer"])
@@ -207,7 +236,9 @@ class Trainer:
         chips = self.data.chips[idx]
         flips = np.zeros(len(idx), dtype=bool)
         if self.cfg.data.flip:
-            flips = np.array([np.random.default_rng(stable_seed("flip", t.seed, epoch, int(i))).random() < 0.5 for i in idx])
+            flips = np.array(
+                [np.random.default_rng(stable_seed("flip", t.seed, epoch, int(i))).random() < 0.5 for i in idx]
+            )
             chips = np.where(flips[:, None, None, None], chips[:, :, ::-1], chips)
         lr = self.degradation.batch(chips, [f"{self.data.digests[i]}:{epoch}" for i in idx])
         f_t = torch.where(torch.from_numpy(flips)[:, None], self.teacher_flip[idx], self.teacher[idx])
@@ -226,7 +257,9 @@ class Trainer:
         log = open(self.run_dir / "log.jsonl", "a") if self.rank == 0 else None
         previous = signal.signal(signal.SIGTERM, _interrupt)
         self.model.train()
-        bar = tqdm(total=last, initial=self.step, desc=f"distill {self.cfg.method}", unit="step", disable=not self.progress)
+        bar = tqdm(
+            total=last, initial=self.step, desc=f"distill {self.cfg.method}", unit="step", disable=not self.progress
+        )
         started = time.time()
         try:
             while self.step < last:
@@ -239,8 +272,10 @@ class Trainer:
                 with torch.autocast(self.device.type, enabled=self.amp):
                     loss, parts = self.ddp(x, f_t, labels, queue)
                 if not torch.isfinite(loss):
-                    raise TrainingError(f"loss became {loss.item()} at step {self.step} (terms {parts}); lower "
-                                        f"train.lr or check the data; last good checkpoint: {self.checkpoint_path}")
+                    raise TrainingError(
+                        f"loss became {loss.item()} at step {self.step} (terms {parts}); lower "
+                        f"train.lr or check the data; last good checkpoint: {self.checkpoint_path}"
+                    )
                 self.opt.zero_grad(set_to_none=True)
                 loss.backward()
                 grad_norm = nn.utils.clip_grad_norm_(self.model.parameters(), t.clip_grad)
@@ -250,9 +285,20 @@ class Trainer:
                 bar.update()
                 bar.set_postfix(loss=f"{loss.item():.4f}")
                 if log and (self.step % t.log_every == 0 or self.step == last):
-                    log.write(json.dumps({"step": self.step, "epoch": epoch, "loss": loss.item(), **parts,
-                                          "lr": self.opt.param_groups[0]["lr"], "grad_norm": float(grad_norm),
-                                          "elapsed_s": round(time.time() - started, 2)}) + "\n")
+                    log.write(
+                        json.dumps(
+                            {
+                                "step": self.step,
+                                "epoch": epoch,
+                                "loss": loss.item(),
+                                **parts,
+                                "lr": self.opt.param_groups[0]["lr"],
+                                "grad_norm": float(grad_norm),
+                                "elapsed_s": round(time.time() - started, 2),
+                            }
+                        )
+                        + "\n"
+                    )
                     log.flush()
                 if self.step % t.checkpoint_every == 0:
                     self.save()
@@ -261,8 +307,10 @@ class Trainer:
         except KeyboardInterrupt:
             self.save()
             if self.rank == 0:
-                print(f"\ninterrupted at step {self.step}: checkpoint saved to {self.checkpoint_path}; "
-                      "continue with --resume")
+                print(
+                    f"\ninterrupted at step {self.step}: checkpoint saved to {self.checkpoint_path}; "
+                    "continue with --resume"
+                )
             raise
         finally:
             bar.close()

@@ -6,6 +6,7 @@ Conventions used throughout:
 * a pair is accepted when ``score >= threshold``; label 1 (or True) means a genuine pair;
 * tied scores are never split: they are accepted or rejected together.
 """
+
 from __future__ import annotations
 
 import math
@@ -209,8 +210,12 @@ def merged_verification_metrics(parts: Sequence[tuple[np.ndarray, np.ndarray, np
         thresholds += k["thresholds"]
     scores = np.concatenate([p[0] for p in parts])
     labels = np.concatenate([p[1] for p in parts])
-    out = {"accuracy": float(np.mean(fold_acc)), "accuracy_std": float(np.std(fold_acc)),
-           "auc": roc_auc(scores, labels), "eer": eer(scores, labels)}
+    out = {
+        "accuracy": float(np.mean(fold_acc)),
+        "accuracy_std": float(np.std(fold_acc)),
+        "auc": roc_auc(scores, labels),
+        "eer": eer(scores, labels),
+    }
     for far in VERIFICATION_FARS:
         out[far_key("tar", far)] = tar_at_far(scores, labels, far)
     out["threshold_mean"] = float(np.mean(thresholds))
@@ -220,8 +225,9 @@ def merged_verification_metrics(parts: Sequence[tuple[np.ndarray, np.ndarray, np
 # ---------------------------------------------------------------------------- identification
 
 
-def _correct_rank(similarity: np.ndarray, probe_labels: np.ndarray, gallery_labels: np.ndarray,
-                  name: str) -> tuple[np.ndarray, np.ndarray]:
+def _correct_rank(
+    similarity: np.ndarray, probe_labels: np.ndarray, gallery_labels: np.ndarray, name: str
+) -> tuple[np.ndarray, np.ndarray]:
     """Each probe's rank of its best true match (1 = top) and its top score.
 
     Ties are pessimistic: a wrong gallery entry scoring the same as the best true match ranks above it.
@@ -280,8 +286,9 @@ def _dir(rank: np.ndarray, top: np.ndarray, unknown_tops: np.ndarray, far: float
     return float(np.mean((rank == 1) & accepted))
 
 
-def cmc(similarity: np.ndarray, probe_labels: np.ndarray, gallery_labels: np.ndarray,
-        ranks: Sequence[int] = (1, 5, 10)) -> dict[str, float]:
+def cmc(
+    similarity: np.ndarray, probe_labels: np.ndarray, gallery_labels: np.ndarray, ranks: Sequence[int] = (1, 5, 10)
+) -> dict[str, float]:
     """Closed-set cumulative match characteristic: ``{"rank1": ..., "rank5": ...}``.
 
     Rank-k is the fraction of probes with a true match among their k most similar gallery entries
@@ -292,8 +299,13 @@ def cmc(similarity: np.ndarray, probe_labels: np.ndarray, gallery_labels: np.nda
     return {f"rank{k}": float(np.mean(rank <= k)) for k in ks}
 
 
-def dir_at_far(sim_known: np.ndarray, known_labels: np.ndarray, gallery_labels: np.ndarray,
-               sim_unknown: np.ndarray, far: float = 1e-2) -> float:
+def dir_at_far(
+    sim_known: np.ndarray,
+    known_labels: np.ndarray,
+    gallery_labels: np.ndarray,
+    sim_unknown: np.ndarray,
+    far: float = 1e-2,
+) -> float:
     """Open-set detection and identification rate at a false alarm rate.
 
     The threshold t is the lowest that lets at most ``floor(far * U)`` of the U unknown probes
@@ -305,9 +317,14 @@ def dir_at_far(sim_known: np.ndarray, known_labels: np.ndarray, gallery_labels: 
     return _dir(rank, top, _unknown_tops(sim_unknown, np.asarray(sim_known).shape[1]), far)
 
 
-def identification_metrics(sim_known: np.ndarray, known_labels: np.ndarray, gallery_labels: np.ndarray,
-                           sim_unknown: np.ndarray | None = None, ranks: Sequence[int] = (1, 5, 10),
-                           fars: Sequence[float] = (1e-2,)) -> dict[str, float]:
+def identification_metrics(
+    sim_known: np.ndarray,
+    known_labels: np.ndarray,
+    gallery_labels: np.ndarray,
+    sim_unknown: np.ndarray | None = None,
+    ranks: Sequence[int] = (1, 5, 10),
+    fars: Sequence[float] = (1e-2,),
+) -> dict[str, float]:
     """CMC ranks of the known probes, plus ``dir@far=...`` for each far when unknown probes are given."""
     ks = _check_ranks(ranks)
     for far in fars:

@@ -3,6 +3,7 @@
 Matplotlib is imported inside each function and drawn on an Agg canvas of its own (no pyplot), so
 importing aird.eval stays cheap and never changes the caller's matplotlib backend.
 """
+
 from __future__ import annotations
 
 import math
@@ -38,8 +39,7 @@ def _save(fig: Figure, path: str | Path) -> Path:
     return path
 
 
-def plot_roc(curves: dict[str, ScoresLabels], path: str | Path, title: str = "ROC",
-             far_min: float = 1e-3) -> Path:
+def plot_roc(curves: dict[str, ScoresLabels], path: str | Path, title: str = "ROC", far_min: float = 1e-3) -> Path:
     """ROC curves (label -> (scores, labels)) on a log FAR axis from ``far_min`` to 1, AUC in the legend.
 
     Points with a FAR below ``far_min`` (FAR = 0 included) are drawn on the left edge.
@@ -64,9 +64,12 @@ def plot_roc(curves: dict[str, ScoresLabels], path: str | Path, title: str = "RO
     return _save(fig, path)
 
 
-def plot_score_distributions(groups: dict[str, ScoresLabels], path: str | Path,
-                             title: str = "Score distributions",
-                             thresholds: dict[str, float] | None = None) -> Path:
+def plot_score_distributions(
+    groups: dict[str, ScoresLabels],
+    path: str | Path,
+    title: str = "Score distributions",
+    thresholds: dict[str, float] | None = None,
+) -> Path:
     """One panel per group (name -> (scores, labels)): genuine and impostor score histograms,
     with a vertical line at ``thresholds[name]`` where given."""
     if not groups:
@@ -90,8 +93,9 @@ def plot_score_distributions(groups: dict[str, ScoresLabels], path: str | Path,
             if mask.any():
                 ax.hist(s[mask], bins=bins, alpha=0.6, density=True, label=f"{kind} ({int(mask.sum())})")
         if name in thresholds:
-            ax.axvline(thresholds[name], color="black", linestyle="--", linewidth=1,
-                       label=f"threshold {thresholds[name]:.3f}")
+            ax.axvline(
+                thresholds[name], color="black", linestyle="--", linewidth=1, label=f"threshold {thresholds[name]:.3f}"
+            )
         ax.set_title(name)
         ax.set_xlabel("score")
         ax.legend(fontsize="small")
@@ -99,8 +103,11 @@ def plot_score_distributions(groups: dict[str, ScoresLabels], path: str | Path,
     return _save(fig, path)
 
 
-def plot_layer_statistics(series: dict[str, tuple[Sequence[float], Sequence[float]]], path: str | Path,
-                          title: str = "Batch-norm statistics per layer") -> Path:
+def plot_layer_statistics(
+    series: dict[str, tuple[Sequence[float], Sequence[float]]],
+    path: str | Path,
+    title: str = "Batch-norm statistics per layer",
+) -> Path:
     """One line per label across layers (input side first): channel-averaged mean (top) and variance
     (bottom, log scale) of each BN layer's input."""
     fig = _figure(10, 6)

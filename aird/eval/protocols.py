@@ -1,4 +1,5 @@
 """Who is compared with whom: LFW View 2 pairs and the gallery / probe identification splits."""
+
 from __future__ import annotations
 
 from dataclasses import dataclass
@@ -28,7 +29,9 @@ class IdentificationSplit:
         return {"gallery": len(self.gallery), "probes": len(self.probes), "unknown_probes": len(self.unknown)}
 
 
-def _split_folder(folder: FaceFolder, min_images: int, extra_unknown: list[Path], extra_labels: list[str]) -> IdentificationSplit:
+def _split_folder(
+    folder: FaceFolder, min_images: int, extra_unknown: list[Path], extra_labels: list[str]
+) -> IdentificationSplit:
     paths: list[Path] = []
     labels: list[str] = []
     gallery, probes = [], []
@@ -41,12 +44,17 @@ def _split_folder(folder: FaceFolder, min_images: int, extra_unknown: list[Path]
             labels.append(person)
     unknown = list(range(len(paths), len(paths) + len(extra_unknown)))
     return IdentificationSplit(
-        paths + list(extra_unknown), labels + list(extra_labels),
-        np.array(gallery, int), np.array(probes, int), np.array(unknown, int),
+        paths + list(extra_unknown),
+        labels + list(extra_labels),
+        np.array(gallery, int),
+        np.array(probes, int),
+        np.array(unknown, int),
     )
 
 
-def lfw_identification(root: str | Path, min_images: int = 10, n_unknown: int = 1000, seed: int = 0) -> IdentificationSplit:
+def lfw_identification(
+    root: str | Path, min_images: int = 10, n_unknown: int = 1000, seed: int = 0
+) -> IdentificationSplit:
     """LFW people with >= ``min_images`` images (158 at 10): first image (file order) is the HR gallery,
     the rest are probes. Unknown probes: one image each of ``n_unknown`` people with fewer images,
     drawn with ``seed``."""

@@ -2,6 +2,7 @@
 
 A results file is ``{"records": [...], "command": "..."}``; every table and plot is made from these.
 """
+
 from __future__ import annotations
 
 import datetime as _dt
@@ -103,8 +104,9 @@ def git_commit(repo: str | Path | None = None) -> str | None:
     """HEAD commit of the git repository holding ``repo`` (default: this package); None if there is none."""
     where = Path(repo) if repo is not None else Path(__file__).resolve().parents[2]
     try:
-        out = subprocess.run(["git", "rev-parse", "--verify", "HEAD"], cwd=where, capture_output=True,
-                             text=True, timeout=10, check=False)
+        out = subprocess.run(
+            ["git", "rev-parse", "--verify", "HEAD"], cwd=where, capture_output=True, text=True, timeout=10, check=False
+        )
     except (OSError, subprocess.SubprocessError):
         return None
     commit = out.stdout.strip()
@@ -198,8 +200,9 @@ def _cell_text(value: Any) -> str:
     return ("null" if value is None else str(value)).replace("|", "\\|")
 
 
-def markdown_table(records: Sequence[dict], row_keys: Sequence[str], col_key: str, metric: str,
-                   fmt: str = "{:.1%}") -> str:
+def markdown_table(
+    records: Sequence[dict], row_keys: Sequence[str], col_key: str, metric: str, fmt: str = "{:.1%}"
+) -> str:
     """Pivot ``metrics[metric]`` into a Markdown table: one row per distinct ``row_keys`` tuple (first-seen
     order), one column per ``col_key`` value; cells without the metric read "—".
 
@@ -215,8 +218,10 @@ def markdown_table(records: Sequence[dict], row_keys: Sequence[str], col_key: st
         except KeyError as e:
             raise ValueError(f"record has no key {e.args[0]!r}: {_identity_text(r)}") from None
         if (row, col) in cells:
-            raise ValueError(f"two records for row {dict(zip(row_keys, row))}, {col_key}={col!r}: "
-                             f"{_identity_text(cells[row, col])} and {_identity_text(r)}")
+            raise ValueError(
+                f"two records for row {dict(zip(row_keys, row))}, {col_key}={col!r}: "
+                f"{_identity_text(cells[row, col])} and {_identity_text(r)}"
+            )
         rows.setdefault(row)
         cols.setdefault(col)
         cells[row, col] = r

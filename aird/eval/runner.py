@@ -1,4 +1,5 @@
 """One evaluation end to end: align -> (degrade) -> embed -> score -> metrics -> result record."""
+
 from __future__ import annotations
 
 import time
@@ -8,10 +9,10 @@ from typing import Literal
 
 import numpy as np
 
+from aird.data.align import align_settings_for
 from aird.data.chips import ChipSet, align_images
 from aird.data.degrade import Degradation
 from aird.eval.metrics import cosine_similarity, identification_metrics, similarity_matrix, verification_metrics
-from aird.data.align import align_settings_for
 from aird.eval.protocols import lfw_identification, lfw_pairs, orl_identification
 from aird.eval.records import environment, make_record
 from aird.models.embedder import Embedder, embed_chips
@@ -53,9 +54,18 @@ class EvalConfig:
     def degradation(self) -> Degradation | None:
         if self.res is None:
             return None
-        return Degradation(res=self.res, down=self.down, up=self.up, out_size=self.out_size, blur_sigma=self.blur_sigma,
-                           noise_std=self.noise_std, jpeg_quality=self.jpeg_quality, grayscale=self.grayscale,
-                           gamma=self.gamma, seed=self.seed)
+        return Degradation(
+            res=self.res,
+            down=self.down,
+            up=self.up,
+            out_size=self.out_size,
+            blur_sigma=self.blur_sigma,
+            noise_std=self.noise_std,
+            jpeg_quality=self.jpeg_quality,
+            grayscale=self.grayscale,
+            gamma=self.gamma,
+            seed=self.seed,
+        )
 
 
 @dataclass
@@ -82,8 +92,13 @@ def _settings(embedder: Embedder, cfg: EvalConfig, chips: ChipSet, root: Path, s
     }
 
 
-def run_verification(embedder: Embedder, cfg: EvalConfig, root: str | Path | None = None,
-                     progress: bool = True, gallery_embedder: Embedder | None = None) -> EvalResult:
+def run_verification(
+    embedder: Embedder,
+    cfg: EvalConfig,
+    root: str | Path | None = None,
+    progress: bool = True,
+    gallery_embedder: Embedder | None = None,
+) -> EvalResult:
     """LFW View 2 verification on ``cfg.folds`` (threshold for each fold chosen on the others).
 
     In ``hr-lr`` mode the HR side is embedded by ``gallery_embedder`` (default: the same model), so a
@@ -103,24 +118,50 @@ def run_verification(embedder: Embedder, cfg: EvalConfig, root: str | Path | Non
     deg = cfg.degradation()
     probe = embed_chips(embedder, chips, deg, progress, desc=f"embedding {cfg.res or 'HR'} px")
     hr_model = gallery_embedder or embedder
-    gallery = probe if (deg is None or cfg.pairs == "lr-lr") else embed_chips(hr_model, chips, None, progress, "embedding HR")
+    gallery = (
+        probe if (deg is None or cfg.pairs == "lr-lr") else embed_chips(hr_model, chips, None, progress, "embedding HR")
+    )
     scores = cosine_similarity(gallery[left], probe[right])
     labels = pairs.same.astype(int)
     metrics = verification_metrics(scores, labels, pairs.fold)
     threshold = metrics.pop("threshold_mean", None)
     record = make_record(
-        benchmark="lfw", task="verification", model=embedder.name, method=cfg.method, adapt=cfg.adapt,
-        res=cfg.res or cfg.chip_size, pairs=cfg.pairs if deg else "hr-hr",
+        benchmark="lfw",
+        task="verification",
+        model=embedder.name,
+        method=cfg.method,
+        adapt=cfg.adapt,
+        res=cfg.res or cfg.chip_size,
+        pairs=cfg.pairs if deg else "hr-hr",
         split=split_name(folds) if cfg.pairs_file is None else f"custom:{Path(cfg.pairs_file).name}",
-        n=len(pairs), metrics=metrics,
-        settings=_settings(embedder, cfg, chips, root, started,
-                           {"folds": folds, "gallery_model": hr_model.name if cfg.pairs == "hr-lr" else None, "pairs_file": str(cfg.pairs_file or root / "lfw/pairs.txt"), "threshold_mean": threshold, "score": "cosine"}),
+        n=len(pairs),
+        metrics=metrics,
+        settings=_settings(
+            embedder,
+            cfg,
+            chips,
+            root,
+            started,
+            {
+                "folds": folds,
+                "gallery_model": hr_model.name if cfg.pairs == "hr-lr" else None,
+                "pairs_file": str(cfg.pairs_file or root / "lfw/pairs.txt"),
+                "threshold_mean": threshold,
+                "score": "cosine",
+            },
+        ),
     )
     return EvalResult(record, scores, labels, pairs.fold, threshold)
 
 
-def run_identification(embedder: Embedder, benchmark: str, cfg: EvalConfig, root: str | Path | None = None,
-                       progress: bool = True, gallery_embedder: Embedder | None = None) -> EvalResult:
+def run_identification(
+    embedder: Embedder,
+    benchmark: str,
+    cfg: EvalConfig,
+    root: str | Path | None = None,
+    progress: bool = True,
+    gallery_embedder: Embedder | None = None,
+) -> EvalResult:
     """Closed-set CMC (and open-set DIR where the protocol has unknown probes): HR gallery, LR probes."""
     started = time.time()
     root = resolve_data_root(root)
@@ -141,8 +182,23 @@ def run_identification(embedder: Embedder, benchmark: str, cfg: EvalConfig, root
     sim_unknown = similarity_matrix(lr[split.unknown], gallery) if len(split.unknown) else None
     metrics = identification_metrics(sim_known, labels[split.probes], labels[split.gallery], sim_unknown)
     record = make_record(
-        benchmark=benchmark, task="identification", model=embedder.name, method=cfg.method, adapt=cfg.adapt,
-        res=cfg.res or cfg.chip_size, pairs=None, split="all", n=len(split.probes), metrics=metrics,
-        settings=_settings(embedder, cfg, chips, root, started, {"protocol": split.describe(), "gallery_model": hr_model.name, "score": "cosine"}),
+        benchmark=benchmark,
+        task="identification",
+        model=embedder.name,
+        method=cfg.method,
+        adapt=cfg.adapt,
+        res=cfg.res or cfg.chip_size,
+        pairs=None,
+        split="all",
+        n=len(split.probes),
+        metrics=metrics,
+        settings=_settings(
+            embedder,
+            cfg,
+            chips,
+            root,
+            started,
+            {"protocol": split.describe(), "gallery_model": hr_model.name, "score": "cosine"},
+        ),
     )
     return EvalResult(record)

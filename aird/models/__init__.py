@@ -1,4 +1,5 @@
 """Backbones, heads, the teacher port and the registry: ``get_model(name)``."""
+
 from aird.models import dlib_resnet as _dlib_resnet  # noqa: F401  (registers dlib_resnet, dlib_resnet_bn)
 from aird.models import light as _light  # noqa: F401  (registers lr_light)
 from aird.models.registry import get_model, list_models, register_model

@@ -10,6 +10,7 @@ per-channel mean m and (population) variance v of its input. The BN that replace
 so that in eval mode BN(x) = weight * (x - m) / sqrt(v + eps) + bias = gamma * x + beta: the same
 function, for any m and v. In train mode it normalises with batch statistics, as BN networks do.
 """
+
 from __future__ import annotations
 
 import copy
@@ -103,7 +104,9 @@ def batchnorm_from_stats(model: DlibResNet, stats: Mapping[str, ChannelStats], e
         st = stats[name]
         gamma, beta = affine.gamma.double(), affine.beta.double()
         if st.mean.shape != gamma.shape or st.var.shape != gamma.shape:
-            raise ModelFileError(f"batch-norm statistics of {name} have {st.mean.shape[0]} channels, the layer has {gamma.numel()}")
+            raise ModelFileError(
+                f"batch-norm statistics of {name} have {st.mean.shape[0]} channels, the layer has {gamma.numel()}"
+            )
         mean, var = torch.from_numpy(st.mean).double(), torch.from_numpy(st.var).double()
         bn = nn.BatchNorm2d(gamma.numel(), eps=eps).to(affine.gamma.device)
         with torch.no_grad():

@@ -23,6 +23,7 @@ and ``add_prev_`` does not store its tag: which tag a skip or add_prev refers to
 type, not in the file. Reading therefore takes the expected layout (a list of ``LayerSpec``) and
 checks the file against it record by record.
 """
+
 from __future__ import annotations
 
 import hashlib
@@ -117,7 +118,9 @@ class DlibStream:
 
     def take(self, n: int, what: str) -> bytes:
         if n > self.remaining():
-            raise self.error(f"file ends inside {what}: {n} bytes needed, {self.remaining()} left; the file is truncated")
+            raise self.error(
+                f"file ends inside {what}: {n} bytes needed, {self.remaining()} left; the file is truncated"
+            )
         chunk = self.data[self.pos : self.pos + n]
         self.pos += n
         return chunk
@@ -252,7 +255,9 @@ def _read_con(s: DlibStream) -> LayerRecord:
         shapes["bias"] = (math.prod(biases),)
     rec = LayerRecord("con", version, attrs=attrs, params=_split(s, params, "con_", shapes))
     if filters[0] != attrs["num_filters"] or filters[2:] != (attrs["nr"], attrs["nc"]):
-        raise s.error(f"con_: filter tensor {filters} disagrees with num_filters={attrs['num_filters']}, {attrs['nr']}x{attrs['nc']}")
+        raise s.error(
+            f"con_: filter tensor {filters} disagrees with num_filters={attrs['num_filters']}, {attrs['nr']}x{attrs['nc']}"
+        )
     return rec
 
 
@@ -269,7 +274,9 @@ def _read_affine(s: DlibStream) -> LayerRecord:
     shape_g = (gamma[1],) if mode == 0 else tuple(gamma[1:])
     shape_b = (beta[1],) if mode == 0 else tuple(beta[1:])
     shapes = {} if disabled else {"gamma": shape_g, "beta": shape_b}
-    return LayerRecord("affine", version, attrs={"mode": mode, "disabled": disabled}, params=_split(s, params, "affine_", shapes))
+    return LayerRecord(
+        "affine", version, attrs={"mode": mode, "disabled": disabled}, params=_split(s, params, "affine_", shapes)
+    )
 
 
 def _read_relu(s: DlibStream) -> LayerRecord:
@@ -302,7 +309,9 @@ def _read_fc(s: DlibStream) -> LayerRecord:
     attrs["use_bias"] = s.bool("fc_ use_bias") if version == "fc_3" else True
     # dlib's fc weights are (num_inputs, num_outputs): output = input @ weight.
     if weights[:2] != (attrs["num_inputs"], attrs["num_outputs"]):
-        raise s.error(f"fc_: weight tensor {weights} disagrees with {attrs['num_inputs']} inputs, {attrs['num_outputs']} outputs")
+        raise s.error(
+            f"fc_: weight tensor {weights} disagrees with {attrs['num_inputs']} inputs, {attrs['num_outputs']} outputs"
+        )
     shapes = {"weight": (attrs["num_inputs"], attrs["num_outputs"])}
     if attrs["bias_mode"] == 0 and attrs["use_bias"]:
         shapes["bias"] = (math.prod(biases),)
@@ -373,7 +382,9 @@ def parse_dlib_net(data: bytes, layout: Sequence[LayerSpec], source: str | Path 
     try:
         input_rec = _read_input(s)
     except ModelFileError as err:
-        raise ModelFileError(f"{err} -- the file holds more layers than the expected layout, or is not this network") from None
+        raise ModelFileError(
+            f"{err} -- the file holds more layers than the expected layout, or is not this network"
+        ) from None
 
     # Details and per-layer state, from the input up.
     layers: list[LayerRecord] = []
@@ -403,7 +414,9 @@ def parse_dlib_net(data: bytes, layout: Sequence[LayerSpec], source: str | Path 
     for i, rec in enumerate(layers):
         for name, arr in rec.params.items():
             if not np.isfinite(arr).all():
-                raise ModelFileError(f"{source}: layer {i} ({rec.version}) {name} holds non-finite values: corrupt file")
+                raise ModelFileError(
+                    f"{source}: layer {i} ({rec.version}) {name} holds non-finite values: corrupt file"
+                )
     return DlibNet(Path(source), hashlib.sha256(data).hexdigest(), input_rec, loss, layers)
 
 
@@ -434,7 +447,9 @@ def _cache_path(sha256: str) -> Path:
 def _write_cache(path: Path, net: DlibNet, layout: Sequence[LayerSpec]) -> None:
     from safetensors.numpy import save_file
 
-    tensors = {f"{i}.{name}": np.ascontiguousarray(arr) for i, rec in enumerate(net.layers) for name, arr in rec.params.items()}
+    tensors = {
+        f"{i}.{name}": np.ascontiguousarray(arr) for i, rec in enumerate(net.layers) for name, arr in rec.params.items()
+    }
     meta = {
         "format": CACHE_FORMAT,
         "sha256": net.sha256,
@@ -456,7 +471,11 @@ def _read_cache(path: Path, source: Path, sha256: str, layout: Sequence[LayerSpe
     try:
         with safe_open(str(path), framework="numpy") as f:
             meta = f.metadata() or {}
-            if (meta.get("format"), meta.get("sha256"), meta.get("layout")) != (CACHE_FORMAT, sha256, _layout_key(layout)):
+            if (meta.get("format"), meta.get("sha256"), meta.get("layout")) != (
+                CACHE_FORMAT,
+                sha256,
+                _layout_key(layout),
+            ):
                 return None
             arrays = {key: f.get_tensor(key) for key in f.keys()}
         in_version, mean, size = json.loads(meta["input"])
@@ -484,4 +503,3 @@ def load_dlib_net(path: str | Path, layout: Sequence[LayerSpec], cache: bool = T
     if cache:
         _write_cache(_cache_path(sha256), net, layout)
     return net
-

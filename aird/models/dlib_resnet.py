@@ -20,6 +20,7 @@ region and keeps each one's values where only it exists (the output takes the la
 each dimension, missing values count as 0) -- at 150 px level1's first block meets a 3x3 residual
 with a 4x4 shortcut, and level0's a 1x1 with a 2x2; input pixels become (p - mean_channel) / 256.
 """
+
 from __future__ import annotations
 
 from collections import OrderedDict
@@ -126,7 +127,9 @@ class DlibResNet(nn.Module):
         )
         levels, channels = OrderedDict(), STEM_CHANNELS
         for name, out, blocks, down in LEVELS:
-            levels[name] = nn.Sequential(*(ResBlock(channels if b == 0 else out, out, down and b == 0) for b in range(blocks)))
+            levels[name] = nn.Sequential(
+                *(ResBlock(channels if b == 0 else out, out, down and b == 0) for b in range(blocks))
+            )
             channels = out
         self.levels = nn.Sequential(levels)
         self.fc = nn.Linear(channels, EMBEDDING_DIM, bias=False)
@@ -140,7 +143,9 @@ class DlibResNet(nn.Module):
         if x.ndim != 4 or x.shape[1] != 3:
             raise ValueError(f"expected an (N, 3, H, W) RGB batch, got shape {tuple(x.shape)}")
         if min(x.shape[2:]) < MIN_INPUT_SIZE:
-            raise ValueError(f"input {tuple(x.shape[2:])} is too small: the face ResNet needs at least {MIN_INPUT_SIZE} px a side")
+            raise ValueError(
+                f"input {tuple(x.shape[2:])} is too small: the face ResNet needs at least {MIN_INPUT_SIZE} px a side"
+            )
         if x.dtype == torch.uint8:
             x = x.float()
         elif not x.is_floating_point():
@@ -160,7 +165,9 @@ class DlibResNet(nn.Module):
     def _load_records(self, net: DlibNet) -> None:
         src = net.source
         if net.input.version != "input_rgb_image_sized" or net.input.size != (INPUT_SIZE, INPUT_SIZE):
-            raise ModelFileError(f"{src}: input layer is {net.input.version} {net.input.size}, expected input_rgb_image_sized 150x150")
+            raise ModelFileError(
+                f"{src}: input layer is {net.input.version} {net.input.size}, expected input_rgb_image_sized 150x150"
+            )
         if not net.loss.version.startswith("loss_metric_"):
             raise ModelFileError(f"{src}: loss layer is {net.loss.version}, expected loss_metric_")
         plan = list(_plan(self))
@@ -170,7 +177,9 @@ class DlibResNet(nn.Module):
             self.input_mean.copy_(torch.tensor(net.input.mean_rgb, dtype=torch.float32))
             for i, ((spec, module, expect), rec) in enumerate(zip(plan, net.layers)):
                 if (rec.kind, rec.tag) != (spec.kind, spec.tag):
-                    raise ModelFileError(f"{src}: layer {i} is {rec.kind}{rec.tag or ''}, expected {spec.kind}{spec.tag or ''}")
+                    raise ModelFileError(
+                        f"{src}: layer {i} is {rec.kind}{rec.tag or ''}, expected {spec.kind}{spec.tag or ''}"
+                    )
                 for key, value in expect.items():
                     if rec.attrs.get(key) != value:
                         raise ModelFileError(
@@ -235,7 +244,9 @@ def face_resnet_layout() -> tuple[LayerSpec, ...]:
 def _load_params(module: nn.Module, rec: LayerRecord, where: str) -> None:
     def put(target: torch.Tensor, value: np.ndarray, name: str) -> None:
         if tuple(target.shape) != value.shape:
-            raise ModelFileError(f"{where}: {name} has shape {value.shape}, the face ResNet expects {tuple(target.shape)}")
+            raise ModelFileError(
+                f"{where}: {name} has shape {value.shape}, the face ResNet expects {tuple(target.shape)}"
+            )
         target.copy_(torch.from_numpy(value))
 
     if isinstance(module, nn.Conv2d):

@@ -1,4 +1,5 @@
 """Anything that turns aligned face images into embeddings, and a cache for the frozen ones."""
+
 from __future__ import annotations
 
 import hashlib
@@ -48,8 +49,15 @@ def module_fingerprint(module: nn.Module) -> str:
 class TorchEmbedder:
     """Batched, gradient-free inference of an ``nn.Module`` that reads 0..255 RGB tensors."""
 
-    def __init__(self, module: nn.Module, name: str, input_size: int | None = None, batch_size: int = 64,
-                 frozen: bool = True, device: str | torch.device = "cpu"):
+    def __init__(
+        self,
+        module: nn.Module,
+        name: str,
+        input_size: int | None = None,
+        batch_size: int = 64,
+        frozen: bool = True,
+        device: str | torch.device = "cpu",
+    ):
         self.module = module.to(device).eval()
         self.name = name
         self.input_size = input_size
@@ -145,8 +153,14 @@ def embed_cached(
     return np.stack([vectors[i] for i in range(len(keys))]) if keys else np.zeros((0, 0), np.float32)
 
 
-def embed_chips(embedder: Embedder, chips: ChipSet, degradation: Degradation | None = None,
-                progress: bool = True, desc: str = "embedding", flip: bool = False) -> np.ndarray:
+def embed_chips(
+    embedder: Embedder,
+    chips: ChipSet,
+    degradation: Degradation | None = None,
+    progress: bool = True,
+    desc: str = "embedding",
+    flip: bool = False,
+) -> np.ndarray:
     """Embeddings of HR chips (``degradation=None``) or of their LR versions, optionally mirrored
     left-right; frozen models are cached per (weights, alignment, transform)."""
     transform = f"align-{chips.settings.key()}-" + ("hr" if degradation is None else f"lr-{degradation.key()}")

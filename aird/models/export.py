@@ -1,4 +1,5 @@
 """ONNX export of face models, and a check of the exported graph against PyTorch with onnxruntime."""
+
 from __future__ import annotations
 
 import warnings

@@ -1,4 +1,5 @@
 """Classifier heads over face embeddings: the cosine classifier C_t / C_s of the distillation."""
+
 from __future__ import annotations
 
 from pathlib import Path

@@ -4,6 +4,7 @@ Four stages of two 3x3 conv-BN-ReLU (16-32-64-128 channels, stride 2 from the se
 average pooling, a 128-D linear embedding and a BatchNorm1d: about 0.3 M parameters, about 3 M multiply-adds per
 16 px face, so thousands of faces per second on two CPU cores.
 """
+
 from __future__ import annotations
 
 import torch

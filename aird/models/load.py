@@ -1,4 +1,5 @@
 """Turn a model name from the command line or a config into an Embedder."""
+
 from __future__ import annotations
 
 from pathlib import Path

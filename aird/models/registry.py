@@ -1,4 +1,5 @@
 """Models by name: ``get_model("dlib_resnet")``."""
+
 from __future__ import annotations
 
 from torch import nn

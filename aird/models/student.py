@@ -1,4 +1,5 @@
 """Student weights on disk: safetensors (safe to load anywhere) with the settings to rebuild the model."""
+
 from __future__ import annotations
 
 from pathlib import Path

@@ -1,4 +1,5 @@
 """The HR teacher: dlib's ResNet face descriptor (128-D), through dlib itself or the PyTorch port."""
+
 from __future__ import annotations
 
 import numpy as np

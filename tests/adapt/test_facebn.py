@@ -1,4 +1,5 @@
 """FaceBN: every mode's statistics against hand-computed ones, and what it must never touch."""
+
 from __future__ import annotations
 
 import copy
@@ -139,7 +140,9 @@ def test_ema_follows_the_formula_on_a_hand_checked_case():
     torch.testing.assert_close(state[".running_var"], torch.tensor([1.25, 5.0]))
     # The batch is normalised with the statistics its own update produced.
     mean, var = torch.tensor([0.5, 1.75]), torch.tensor([1.25, 5.0])
-    torch.testing.assert_close(out, (x - mean) / torch.sqrt(var + EPS) * torch.tensor([2.0, 1.0]) + torch.tensor([0.5, -1.0]))
+    torch.testing.assert_close(
+        out, (x - mean) / torch.sqrt(var + EPS) * torch.tensor([2.0, 1.0]) + torch.tensor([0.5, -1.0])
+    )
     # They persist: a second batch updates from them, not from the training statistics.
     adapter(torch.tensor([[0.0, 0.0], [2.0, 2.0]]))  # mean (1, 1), variance (2, 2)
     state = adapter.state_dict()["default"]
@@ -177,8 +180,10 @@ def test_adabn_estimates_the_exact_statistics_of_the_whole_target_set():
     with pytest.raises(ConfigError, match="fit"):
         adapter(batches[0])
     seen: dict[str, list[torch.Tensor]] = {layer: [] for layer in adapter.layers}
-    handles = [bn.register_forward_pre_hook(lambda _m, args, layer=layer: seen[layer].append(args[0].clone()))
-               for layer, bn in adapter.layers.items()]
+    handles = [
+        bn.register_forward_pre_hook(lambda _m, args, layer=layer: seen[layer].append(args[0].clone()))
+        for layer, bn in adapter.layers.items()
+    ]
     adapter.fit(batches)
     for h in handles:
         h.remove()
@@ -363,7 +368,11 @@ def test_registry_settings_and_bad_settings():
         assert isinstance(adapter, FaceBN) and adapter.mode == mode
         assert adapter.settings()["adapter"] == name
     assert make_adapter("facebn-ema", net, momentum=0.05).settings() == {
-        "adapter": "facebn-ema", "mode": "ema", "bn_layers": 4, "momentum": 0.05}
+        "adapter": "facebn-ema",
+        "mode": "ema",
+        "bn_layers": 4,
+        "momentum": 0.05,
+    }
     assert make_adapter("facebn-alpha", net, alpha=0.3).settings()["alpha"] == 0.3
     with pytest.raises(TypeError):
         make_adapter("facebn-ema", net, mode="batch")  # a record's name must be the mode that ran

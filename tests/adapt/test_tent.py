@@ -1,4 +1,5 @@
 """TENT: it may change only its own copy's batch-norm affine parameters, and it lowers prediction entropy."""
+
 from __future__ import annotations
 
 import copy
@@ -17,9 +18,16 @@ SCALE = 10.0
 def student(seed: int = 0) -> nn.Module:
     torch.manual_seed(seed)
     net = nn.Sequential(
-        nn.Conv2d(3, 4, 3), nn.BatchNorm2d(4), nn.ReLU(),
-        nn.Conv2d(4, 6, 3, stride=2), nn.BatchNorm2d(6, affine=False), nn.ReLU(),
-        nn.AdaptiveAvgPool2d(1), nn.Flatten(), nn.Linear(6, 8), nn.BatchNorm1d(8),
+        nn.Conv2d(3, 4, 3),
+        nn.BatchNorm2d(4),
+        nn.ReLU(),
+        nn.Conv2d(4, 6, 3, stride=2),
+        nn.BatchNorm2d(6, affine=False),
+        nn.ReLU(),
+        nn.AdaptiveAvgPool2d(1),
+        nn.Flatten(),
+        nn.Linear(6, 8),
+        nn.BatchNorm1d(8),
     )
     with torch.no_grad():
         for mod in net.modules():
@@ -116,8 +124,14 @@ def test_tent_streams_stay_apart_round_trip_and_reset(tmp_path):
 def test_tent_registry_and_settings():
     adapter = make_adapter("tent", student(), head=head(), lr=1e-3, steps=2, logit_scale=30.0)
     assert isinstance(adapter, Tent)
-    assert adapter.settings() == {"adapter": "tent", "optimizer": "adam", "lr": 1e-3, "steps": 2,
-                                  "logit_scale": 30.0, "bn_layers": 3}
+    assert adapter.settings() == {
+        "adapter": "tent",
+        "optimizer": "adam",
+        "lr": 1e-3,
+        "steps": 2,
+        "logit_scale": 30.0,
+        "bn_layers": 3,
+    }
     with pytest.raises(ConfigError, match="optimizer"):
         Tent(student(), head(), optimizer="lbfgs")
     with pytest.raises(ConfigError, match="affine"):

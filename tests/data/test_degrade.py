@@ -25,7 +25,9 @@ def test_shapes_and_dtype(chip, res, down):
 
 
 def test_deterministic_by_seed_and_key(chip):
-    d = Degradation(res=(8, 12, 16), down=("area", "bicubic"), blur_sigma=(0, 1.5), noise_std=(0, 8), jpeg_quality=(20, 90))
+    d = Degradation(
+        res=(8, 12, 16), down=("area", "bicubic"), blur_sigma=(0, 1.5), noise_std=(0, 8), jpeg_quality=(20, 90)
+    )
     a = d(chip, "face-1")
     assert (a == d(chip, "face-1")).all()
     assert (a == Degradation(**d.settings())(chip, "face-1")).all()  # rebuilt from its record settings

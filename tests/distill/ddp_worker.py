@@ -1,4 +1,5 @@
 """Run by ``torchrun --nproc_per_node 2`` in test_trainer.py: a few DDP steps, then each rank saves its weights."""
+
 import sys
 from pathlib import Path
 

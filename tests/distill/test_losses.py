@@ -1,4 +1,5 @@
 """Every registered loss: golden values on fixed inputs, finite gradients, and the cases known by hand."""
+
 import json
 import math
 from pathlib import Path
@@ -21,8 +22,10 @@ def fixed_outputs(requires_grad: bool = False) -> DistillOutputs:
     f_s = (f_t + 0.5 * torch.randn(n, d, generator=g)).requires_grad_(requires_grad)
     w = F.normalize(torch.randn(c, d, generator=g), dim=1)
     return DistillOutputs(
-        f_s=f_s, f_t=f_t,
-        cos_s=F.normalize(f_s, dim=1) @ w.T, cos_t=F.normalize(f_t, dim=1) @ w.T,
+        f_s=f_s,
+        f_t=f_t,
+        cos_s=F.normalize(f_s, dim=1) @ w.T,
+        cos_t=F.normalize(f_t, dim=1) @ w.T,
         labels=torch.tensor([0, 1, 2, 3, 4, -1]),
         queue_t=torch.randn(q, d, generator=g),
     )
@@ -60,7 +63,9 @@ def test_hand_computed_cases():
     assert float(LOSSES.get("feature-l2")(out)) == pytest.approx((2 + 4) / 2)
     # margin softmax with two classes: CE of logits s*(cos - m) vs s*cos.
     cls = LOSSES.get("cls", scale=10.0, margin=0.1)
-    o = DistillOutputs(f_s=torch.zeros(1, 2), f_t=torch.zeros(1, 2), cos_s=torch.tensor([[0.5, 0.2]]), labels=torch.tensor([0]))
+    o = DistillOutputs(
+        f_s=torch.zeros(1, 2), f_t=torch.zeros(1, 2), cos_s=torch.tensor([[0.5, 0.2]]), labels=torch.tensor([0])
+    )
     expected = -math.log(math.exp(4.0) / (math.exp(4.0) + math.exp(2.0)))
     assert float(cls(o)) == pytest.approx(expected, rel=1e-6)
     # unlabelled faces do not enter the classification loss

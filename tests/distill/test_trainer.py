@@ -1,4 +1,5 @@
 """The training loop: real faces lower the loss, resume is exact, DDP ranks agree, bad input is clear."""
+
 import json
 import subprocess
 import sys
@@ -32,14 +33,23 @@ def real_set(data_root) -> TrainingSet:
     """48 real LFW faces of 12 people outside folds 1-5, with the real teacher's features."""
     lfw = LFW(data_root)
     test_people = lfw.fold_identities([1, 2, 3, 4, 5])
-    groups = [items[:4] for person, items in lfw.folder().by_identity().items()
-              if person not in test_people and len(items) >= 4][:12]
+    groups = [
+        items[:4]
+        for person, items in lfw.folder().by_identity().items()
+        if person not in test_people and len(items) >= 4
+    ][:12]
     paths = [it.path for g in groups for it in g]
     labels = np.repeat(np.arange(len(groups)), 4)
     chips = align_images(paths, align_settings_for("lfw"), progress=False, workers=1)
     teacher = DlibTeacher("torch")
-    return TrainingSet(chips.chips, labels, chips.digests, embed_chips(teacher, chips, progress=False),
-                       embed_chips(teacher, chips, progress=False, flip=True), [g[0].identity for g in groups])
+    return TrainingSet(
+        chips.chips,
+        labels,
+        chips.digests,
+        embed_chips(teacher, chips, progress=False),
+        embed_chips(teacher, chips, progress=False, flip=True),
+        [g[0].identity for g in groups],
+    )
 
 
 def make_trainer(cfg: ExperimentConfig, data: TrainingSet, run_dir: Path) -> Trainer:
@@ -112,8 +122,7 @@ def test_nan_loss_stops_with_clear_message(tmp_path):
 
 def test_teacher_head_stays_frozen_in_eval_mode():
     head = fit_cosine_head(np.random.default_rng(0).normal(size=(8, 4)), np.arange(8) % 2, steps=2)
-    d = Distiller(torch.nn.Linear(4, 4), fit_cosine_head(np.eye(4), np.arange(4), steps=1), head,
-                  torch.nn.Identity())
+    d = Distiller(torch.nn.Linear(4, 4), fit_cosine_head(np.eye(4), np.arange(4), steps=1), head, torch.nn.Identity())
     d.train()
     assert d.student.training and not d.teacher_head.training
     assert not any(p.requires_grad for p in d.teacher_head.parameters())
@@ -139,8 +148,16 @@ def test_shipped_configs_are_valid(config):
 
 
 def test_torchrun_two_processes_end_with_identical_weights(tmp_path):
-    cmd = [sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc_per_node", "2",
-           str(Path(__file__).with_name("ddp_worker.py")), str(tmp_path)]
+    cmd = [
+        sys.executable,
+        "-m",
+        "torch.distributed.run",
+        "--standalone",
+        "--nproc_per_node",
+        "2",
+        str(Path(__file__).with_name("ddp_worker.py")),
+        str(tmp_path),
+    ]
     proc = subprocess.run(cmd, capture_output=True, text=True, timeout=300)
     assert proc.returncode == 0, proc.stderr[-3000:]
     a = torch.load(tmp_path / "rank0.pt", weights_only=True)

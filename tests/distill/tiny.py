@@ -1,4 +1,5 @@
 """Small training sets for trainer tests: real LFW faces with the real teacher, or synthetic for mechanics."""
+
 from __future__ import annotations
 
 from pathlib import Path
@@ -11,14 +12,28 @@ from aird.distill.data import TrainingSet
 
 
 def tiny_config(tmp: Path, method: str = "aird", **train) -> ExperimentConfig:
-    return from_dict(ExperimentConfig, {
-        "name": "tiny", "method": method, "out_dir": str(tmp),
-        "student": {"model": "dlib_resnet_bn", "input_size": 112},
-        "degradation": {"res": [12, 16], "down": ["area", "bicubic"]},
-        "train": {"epochs": 3, "batch_size": 8, "lr": 0.005, "warmup_steps": 2, "queue_size": 16,
-                  "checkpoint_every": 1000, "log_every": 1, "threads": 1, **train},
-        "eval": {"res": [16], "pairs": ["lr-lr"]},
-    })
+    return from_dict(
+        ExperimentConfig,
+        {
+            "name": "tiny",
+            "method": method,
+            "out_dir": str(tmp),
+            "student": {"model": "dlib_resnet_bn", "input_size": 112},
+            "degradation": {"res": [12, 16], "down": ["area", "bicubic"]},
+            "train": {
+                "epochs": 3,
+                "batch_size": 8,
+                "lr": 0.005,
+                "warmup_steps": 2,
+                "queue_size": 16,
+                "checkpoint_every": 1000,
+                "log_every": 1,
+                "threads": 1,
+                **train,
+            },
+            "eval": {"res": [16], "pairs": ["lr-lr"]},
+        },
+    )
 
 
 def synthetic_set(n: int = 32, classes: int = 4, seed: int = 0) -> TrainingSet:

@@ -1,4 +1,5 @@
 """Metrics against values worked out by hand on a few scores each."""
+
 from __future__ import annotations
 
 import numpy as np
@@ -195,8 +196,16 @@ def test_kfold_needs_two_folds_and_one_id_per_pair():
 
 def test_verification_metrics_keys_and_values():
     out = verification_metrics(S6, Y6, np.array([1, 1, 2, 2, 3, 3]))
-    assert list(out) == ["accuracy", "accuracy_std", "auc", "eer",
-                         "tar@far=1e-1", "tar@far=1e-2", "tar@far=1e-3", "threshold_mean"]
+    assert list(out) == [
+        "accuracy",
+        "accuracy_std",
+        "auc",
+        "eer",
+        "tar@far=1e-1",
+        "tar@far=1e-2",
+        "tar@far=1e-3",
+        "threshold_mean",
+    ]
     assert all(type(v) is float for v in out.values())
     assert out["accuracy"] == pytest.approx(2 / 3)
     assert out["auc"] == pytest.approx(8 / 9)
@@ -217,23 +226,24 @@ def test_far_key():
 GALLERY = np.array([10, 20, 30])
 # Probe 10: true match on top. Probe 20: true match (0.4) below both wrong ones: rank 3.
 # Probe 30: true match (0.7) tied with a wrong one: rank 2, ties pessimistic.
-SIM = np.array([[0.9, 0.1, 0.2],
-                [0.5, 0.4, 0.6],
-                [0.7, 0.1, 0.7]])
+SIM = np.array([[0.9, 0.1, 0.2], [0.5, 0.4, 0.6], [0.7, 0.1, 0.7]])
 PROBES = np.array([10, 20, 30])
 
 
 def test_cmc_by_hand():
-    assert cmc(SIM, PROBES, GALLERY, ranks=(1, 2, 3)) == pytest.approx(
-        {"rank1": 1 / 3, "rank2": 2 / 3, "rank3": 1.0})
+    assert cmc(SIM, PROBES, GALLERY, ranks=(1, 2, 3)) == pytest.approx({"rank1": 1 / 3, "rank2": 2 / 3, "rank3": 1.0})
     # Ranks past the gallery size are simply 1.
     assert cmc(SIM, PROBES, GALLERY)["rank10"] == 1.0
 
 
 def test_cmc_best_of_several_gallery_images_and_string_labels():
     gallery = np.array(["ann", "ann", "bob"])
-    sim = np.array([[0.2, 0.8, 0.5],    # ann: second image 0.8 beats bob 0.5
-                    [0.6, 0.7, 0.65]])  # bob: 0.65, below ann's 0.7 only: rank 2
+    sim = np.array(
+        [
+            [0.2, 0.8, 0.5],  # ann: second image 0.8 beats bob 0.5
+            [0.6, 0.7, 0.65],
+        ]
+    )  # bob: 0.65, below ann's 0.7 only: rank 2
     assert cmc(sim, np.array(["ann", "bob"]), gallery, ranks=(1, 2)) == {"rank1": 0.5, "rank2": 1.0}
 
 

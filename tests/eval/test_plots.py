@@ -1,4 +1,5 @@
 """Plots write a real PNG, atomically, from scores and labels."""
+
 from __future__ import annotations
 
 import numpy as np

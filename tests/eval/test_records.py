@@ -1,4 +1,5 @@
 """Result records: validation, merging, reading back, tables."""
+
 from __future__ import annotations
 
 import json
@@ -20,9 +21,19 @@ from aird.eval.records import (
 
 
 def rec(**over):
-    fields = dict(benchmark="lfw", task="verification", model="r18-lr", method="aird", adapt="off",
-                  res=16, pairs="lr-lr", split="all", n=6000,
-                  metrics={"accuracy": 0.9, "auc": 0.95}, settings={"seed": 0})
+    fields = dict(
+        benchmark="lfw",
+        task="verification",
+        model="r18-lr",
+        method="aird",
+        adapt="off",
+        res=16,
+        pairs="lr-lr",
+        split="all",
+        n=6000,
+        metrics={"accuracy": 0.9, "auc": 0.95},
+        settings={"seed": 0},
+    )
     fields.update(over)
     return fields
 
@@ -31,10 +42,22 @@ def rec(**over):
 
 
 def test_make_record_orders_keys_and_converts_numbers():
-    r = make_record(**rec(res=np.int64(16), metrics={"accuracy": np.float32(0.5), "faces_per_s": 1234},
-                          note="extra keys kept"))
-    assert list(r)[:11] == ["benchmark", "task", "model", "method", "adapt", "res", "pairs", "split", "n",
-                            "metrics", "settings"]
+    r = make_record(
+        **rec(res=np.int64(16), metrics={"accuracy": np.float32(0.5), "faces_per_s": 1234}, note="extra keys kept")
+    )
+    assert list(r)[:11] == [
+        "benchmark",
+        "task",
+        "model",
+        "method",
+        "adapt",
+        "res",
+        "pairs",
+        "split",
+        "n",
+        "metrics",
+        "settings",
+    ]
     assert r["note"] == "extra keys kept"
     assert type(r["res"]) is int and r["res"] == 16
     assert r["metrics"] == {"accuracy": 0.5, "faces_per_s": 1234.0}
@@ -48,32 +71,36 @@ def test_make_record_identification_has_null_pairs():
 
 
 def test_timing_metrics_may_exceed_one():
-    r = make_record(**rec(metrics={"faces_per_s": 900.0, "p50_ms": 2.5, "p99_ms": 7.0, "wall_s": 3600.0,
-                                   "load_ms": 12.0}))
+    r = make_record(
+        **rec(metrics={"faces_per_s": 900.0, "p50_ms": 2.5, "p99_ms": 7.0, "wall_s": 3600.0, "load_ms": 12.0})
+    )
     assert r["metrics"]["wall_s"] == 3600.0
 
 
-@pytest.mark.parametrize("over, key", [
-    ({"metrics": {"accuracy": 1.2}}, "accuracy"),
-    ({"metrics": {"eer": -0.1}}, "eer"),
-    ({"metrics": {"auc": None}}, "auc"),
-    ({"metrics": {"auc": float("nan")}}, "auc"),
-    ({"metrics": {"auc": "0.9"}}, "auc"),
-    ({"metrics": {"auc": True}}, "auc"),
-    ({"metrics": {"threshold_mean": 1.7}}, "threshold_mean"),
-    ({"metrics": {"p50_ms": -1.0}}, "p50_ms"),
-    ({"res": 16.0}, "res"),
-    ({"res": True}, "res"),
-    ({"res": 0}, "res"),
-    ({"n": "6000"}, "n"),
-    ({"benchmark": ""}, "benchmark"),
-    ({"model": 3}, "model"),
-    ({"task": "detection"}, "task"),
-    ({"pairs": None}, "pairs"),
-    ({"task": "identification"}, "pairs"),
-    ({"metrics": [0.9]}, "metrics"),
-    ({"settings": None}, "settings"),
-])
+@pytest.mark.parametrize(
+    "over, key",
+    [
+        ({"metrics": {"accuracy": 1.2}}, "accuracy"),
+        ({"metrics": {"eer": -0.1}}, "eer"),
+        ({"metrics": {"auc": None}}, "auc"),
+        ({"metrics": {"auc": float("nan")}}, "auc"),
+        ({"metrics": {"auc": "0.9"}}, "auc"),
+        ({"metrics": {"auc": True}}, "auc"),
+        ({"metrics": {"threshold_mean": 1.7}}, "threshold_mean"),
+        ({"metrics": {"p50_ms": -1.0}}, "p50_ms"),
+        ({"res": 16.0}, "res"),
+        ({"res": True}, "res"),
+        ({"res": 0}, "res"),
+        ({"n": "6000"}, "n"),
+        ({"benchmark": ""}, "benchmark"),
+        ({"model": 3}, "model"),
+        ({"task": "detection"}, "task"),
+        ({"pairs": None}, "pairs"),
+        ({"task": "identification"}, "pairs"),
+        ({"metrics": [0.9]}, "metrics"),
+        ({"settings": None}, "settings"),
+    ],
+)
 def test_make_record_names_the_bad_key(over, key):
     with pytest.raises(ValueError, match=re.escape(repr(key))):
         make_record(**rec(**over))
@@ -91,8 +118,7 @@ def test_make_record_names_missing_keys():
 
 def test_environment_fields():
     env = environment()
-    assert set(env) == {"python", "torch", "numpy", "dlib", "platform", "cpu_count", "git_commit",
-                        "timestamp_utc"}
+    assert set(env) == {"python", "torch", "numpy", "dlib", "platform", "cpu_count", "git_commit", "timestamp_utc"}
     assert env["numpy"] == np.__version__
     assert env["git_commit"] is None or re.fullmatch(r"[0-9a-f]{40}", env["git_commit"])
     assert env["timestamp_utc"].endswith("+00:00")
@@ -115,8 +141,9 @@ def test_git_commit(tmp_path):
 def test_write_merge_replaces_same_identity_in_place(tmp_path):
     path = tmp_path / "results" / "lfw.json"
     write_records(path, [rec(method="none"), rec(method="kd")], "python run.py --method none,kd")
-    write_records(path, [rec(method="kd", metrics={"accuracy": 0.5}), rec(method="aird")],
-                  "python run.py --method kd,aird")
+    write_records(
+        path, [rec(method="kd", metrics={"accuracy": 0.5}), rec(method="aird")], "python run.py --method kd,aird"
+    )
     data = json.loads(path.read_text())
     assert data["command"] == "python run.py --method kd,aird"
     assert [r["method"] for r in data["records"]] == ["none", "kd", "aird"]
@@ -132,9 +159,16 @@ def test_write_merge_replaces_same_identity_in_place(tmp_path):
 def test_merge_key_covers_every_identity_field(tmp_path):
     path = tmp_path / "r.json"
     base = rec()
-    variants = [rec(), rec(res=8), rec(pairs="hr-lr"), rec(split="A"), rec(adapt="facebn-ema"),
-                rec(model="other"), rec(benchmark="lfw-shift:blur"),
-                rec(task="identification", pairs=None, metrics={"rank1": 0.5})]
+    variants = [
+        rec(),
+        rec(res=8),
+        rec(pairs="hr-lr"),
+        rec(split="A"),
+        rec(adapt="facebn-ema"),
+        rec(model="other"),
+        rec(benchmark="lfw-shift:blur"),
+        rec(task="identification", pairs=None, metrics={"rank1": 0.5}),
+    ]
     write_records(path, variants, "cmd")
     write_records(path, [dict(base, n=10)], "cmd2")
     records = load_records(path)
@@ -180,13 +214,16 @@ def test_load_records_errors(tmp_path):
 
 
 def test_markdown_table_pivot():
-    records = [make_record(**r) for r in [
-        rec(method="none", res=8, metrics={"accuracy": 0.7}),
-        rec(method="none", res=150, metrics={"accuracy": 0.99}),
-        rec(method="aird", res=8, metrics={"accuracy": 0.8512}),
-        rec(method="aird", res=32, metrics={"auc": 0.9}),  # no accuracy: a gap, not a zero
-        rec(method="none", res=32, metrics={"accuracy": 0.9}),
-    ]]
+    records = [
+        make_record(**r)
+        for r in [
+            rec(method="none", res=8, metrics={"accuracy": 0.7}),
+            rec(method="none", res=150, metrics={"accuracy": 0.99}),
+            rec(method="aird", res=8, metrics={"accuracy": 0.8512}),
+            rec(method="aird", res=32, metrics={"auc": 0.9}),  # no accuracy: a gap, not a zero
+            rec(method="none", res=32, metrics={"accuracy": 0.9}),
+        ]
+    ]
     assert markdown_table(records, ["method", "adapt"], "res", "accuracy") == (
         "| method | adapt | res=150 | res=32 | res=8 |\n"
         "|---|---|---:|---:|---:|\n"
@@ -196,15 +233,16 @@ def test_markdown_table_pivot():
 
 
 def test_markdown_table_string_columns_keep_first_seen_order_and_format():
-    records = [make_record(**r) for r in [
-        rec(pairs="lr-lr", metrics={"eer": 0.1}),
-        rec(pairs="hr-lr", metrics={"eer": 0.05}),
-        rec(task="identification", pairs=None, metrics={"rank1": 0.5}),
-    ]]
+    records = [
+        make_record(**r)
+        for r in [
+            rec(pairs="lr-lr", metrics={"eer": 0.1}),
+            rec(pairs="hr-lr", metrics={"eer": 0.05}),
+            rec(task="identification", pairs=None, metrics={"rank1": 0.5}),
+        ]
+    ]
     assert markdown_table(records, ["model"], "pairs", "eer", fmt="{:.3f}") == (
-        "| model | pairs=lr-lr | pairs=hr-lr | pairs=null |\n"
-        "|---|---:|---:|---:|\n"
-        "| r18-lr | 0.100 | 0.050 | — |\n"
+        "| model | pairs=lr-lr | pairs=hr-lr | pairs=null |\n|---|---:|---:|---:|\n| r18-lr | 0.100 | 0.050 | — |\n"
     )
 
 

@@ -88,13 +88,24 @@ def test_reads_the_real_file(dat_bytes):
     assert len(net.layers) == 130
     kinds = Counter(rec.kind for rec in net.layers)
     assert kinds == {
-        "con": 29, "affine": 29, "relu": 29, "tag": 18, "add_prev": 14, "avg_pool": 5,
-        "skip": 4, "max_pool": 1, "fc": 1,
+        "con": 29,
+        "affine": 29,
+        "relu": 29,
+        "tag": 18,
+        "add_prev": 14,
+        "avg_pool": 5,
+        "skip": 4,
+        "max_pool": 1,
+        "fc": 1,
     }
     assert net.num_params() == 5_614_592
     assert net.input.version == "input_rgb_image_sized" and net.input.size == (150, 150)
     assert net.input.mean_rgb == pytest.approx((122.782, 117.001, 104.298), abs=1e-3)
-    assert (net.loss.version, net.loss.margin, net.loss.dist_thresh) == ("loss_metric_2", pytest.approx(0.04), pytest.approx(0.6))
+    assert (net.loss.version, net.loss.margin, net.loss.dist_thresh) == (
+        "loss_metric_2",
+        pytest.approx(0.04),
+        pytest.approx(0.6),
+    )
 
     convs = [rec for rec in net.layers if rec.kind == "con"]
     assert convs[0].params["weight"].shape == (32, 3, 7, 7) and convs[0].params["bias"].shape == (32,)
@@ -156,7 +167,9 @@ def test_cache_round_trip_and_damaged_cache(tmp_path, monkeypatch):
     cached = list((tmp_path / "models" / "dlib").glob(f"{first.sha256}.safetensors"))
     assert len(cached) == 1
     second = load_dlib_net(default_dat_path(), face_resnet_layout())
-    assert [(r.kind, r.version, r.tag, r.attrs) for r in second.layers] == [(r.kind, r.version, r.tag, r.attrs) for r in first.layers]
+    assert [(r.kind, r.version, r.tag, r.attrs) for r in second.layers] == [
+        (r.kind, r.version, r.tag, r.attrs) for r in first.layers
+    ]
     for a, b in zip(first.layers, second.layers):
         assert a.params.keys() == b.params.keys()
         for k in a.params:

@@ -1,4 +1,5 @@
 """Every registered model: builds by name, forward and backward at its input size, no NaN, right shapes."""
+
 import time
 
 import pytest

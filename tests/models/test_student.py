@@ -1,4 +1,5 @@
 """Student weights files: round trip, safe loading, clear errors; the eval CLI accepts them."""
+
 import pytest
 import torch
 
