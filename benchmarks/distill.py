@@ -13,11 +13,14 @@ from __future__ import annotations
 
 import argparse
 import dataclasses
+import os
 import shlex
+import subprocess
 import sys
 from pathlib import Path
 
 import numpy as np
+import yaml
 
 from aird.distill.config import load_experiment
 from aird.distill.data import SPLIT_TEST_FOLDS
@@ -38,6 +41,26 @@ def method_losses(overrides: dict, method: str) -> dict:
     """The config's per-term settings for the terms this method has; ``none`` (classification only)
     keeps its own cls weight, since the config may switch classification off for the others."""
     return {k: v for k, v in overrides.items() if k in METHODS[method] and not (method == "none" and k == "cls")}
+
+
+def train_in_parallel(configs: list, jobs: int, quiet: bool) -> None:
+    """One ``aird distill`` process per config (each with its config file in its run directory),
+    ``jobs`` at a time, the cores split evenly: the same runs as in-process, side by side."""
+    threads = max(1, (os.cpu_count() or 1) // jobs)
+    pending = list(configs)
+    while pending:
+        batch, pending = pending[:jobs], pending[jobs:]
+        procs = []
+        for cfg in batch:
+            out = Path(cfg.out_dir)
+            out.mkdir(parents=True, exist_ok=True)
+            (out / "experiment.yaml").write_text(yaml.safe_dump(dataclasses.asdict(cfg), sort_keys=False))
+            cmd = ["aird", "distill", "--config", str(out / "experiment.yaml")] + (["--quiet"] if quiet else [])
+            env = {**os.environ, "OMP_NUM_THREADS": str(threads)}
+            procs.append((cfg, subprocess.Popen(cmd, env=env)))
+        for cfg, proc in procs:
+            if proc.wait() != 0:
+                raise SystemExit(f"training {cfg.name} split {cfg.data.split} failed (exit {proc.returncode})")
 
 
 def run_dir(runs: Path, method: str, split: str) -> Path:
@@ -62,6 +85,7 @@ def main() -> None:
     ap.add_argument("--epochs", type=int, default=None, help="override the config's epochs (same for every method)")
     ap.add_argument("--runs", type=Path, default=REPO / "runs" / "bench")
     ap.add_argument("--out", type=Path, default=OUT)
+    ap.add_argument("--jobs", type=int, default=1, help="train this many splits at once, cores shared between them")
     ap.add_argument("--quiet", action="store_true")
     args = ap.parse_args()
     command = "python benchmarks/distill.py " + shlex.join(sys.argv[1:])
@@ -69,6 +93,7 @@ def main() -> None:
     json_path = args.out / "distill.json"
     records = []
     for method in args.methods:
+        todo = []
         for split in args.splits:
             out = run_dir(args.runs, method, split)
             if (out / "results.json").is_file():
@@ -84,7 +109,12 @@ def main() -> None:
             )
             if args.epochs:
                 cfg.train = dataclasses.replace(cfg.train, epochs=args.epochs)
-            run_experiment(cfg, progress=not args.quiet)
+            todo.append(cfg)
+        if args.jobs > 1 and len(todo) > 1:
+            train_in_parallel(todo, args.jobs, args.quiet)
+        else:
+            for cfg in todo:
+                run_experiment(cfg, progress=not args.quiet)
         for split in args.splits:
             for rec in load_records(run_dir(args.runs, method, split) / "results.json"):
                 records.append({**rec, "split": split})

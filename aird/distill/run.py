@@ -14,12 +14,12 @@ import torch.distributed as dist
 
 from aird.distill.config import ExperimentConfig
 from aird.distill.data import SPLIT_TEST_FOLDS, TrainingSet, build_training_set
-from aird.distill.trainer import Trainer, _world, init_distributed, load_checkpoint
+from aird.distill.trainer import Trainer, init_distributed, load_checkpoint, world_info
 from aird.errors import ModelFileError
 from aird.eval.records import write_records
 from aird.eval.runner import EvalConfig, run_verification
 from aird.io import atomic_path, write_json
-from aird.models.embedder import Embedder, TorchEmbedder
+from aird.models.embedder import Embedder, FlipFused, TorchEmbedder
 from aird.models.heads import CosineClassifier, fit_cosine_head, load_head, save_head
 from aird.models.registry import get_model
 from aird.models.student import load_student, save_student
@@ -28,7 +28,7 @@ from aird.paths import cache_dir, data_root
 
 
 def training_set(cfg: ExperimentConfig, teacher: Embedder, progress: bool) -> TrainingSet:
-    rank, world = _world()
+    rank, world = world_info()
     root = data_root(cfg.data.data_root)
     # Rank 0 fills the caches first; the others then read them instead of aligning in parallel.
     if world > 1 and rank != 0:
@@ -69,14 +69,12 @@ def train_teacher_head(cfg: ExperimentConfig, data: TrainingSet) -> CosineClassi
     return head
 
 
-def student_embedder(student: torch.nn.Module, name: str, input_size: int) -> TorchEmbedder:
-    return TorchEmbedder(student.eval(), name, input_size)
-
-
 def evaluate_student(cfg: ExperimentConfig, student: torch.nn.Module, teacher: Embedder, progress: bool) -> list[dict]:
     """Verification on the split's own test folds, each fold's threshold chosen on the split's other folds."""
     root = data_root(cfg.data.data_root)
-    embedder = student_embedder(student, cfg.name, cfg.student.input_size)
+    embedder: Embedder = TorchEmbedder(student.eval(), cfg.name, cfg.student.input_size)
+    if cfg.eval.flip_fuse:
+        embedder = FlipFused(embedder)
     records = []
     for res in cfg.eval.res:
         for mode in cfg.eval.pairs:
@@ -103,7 +101,7 @@ def run_experiment(
     cfg: ExperimentConfig, resume: bool = False, init: str | Path | None = None, progress: bool = True
 ) -> Path:
     device = init_distributed()
-    rank, world = _world()
+    rank, world = world_info()
     if cfg.train.threads:
         torch.set_num_threads(cfg.train.threads)
     torch.manual_seed(cfg.train.seed)

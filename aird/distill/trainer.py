@@ -75,7 +75,7 @@ class Distiller(nn.Module):
         return self.losses(out)
 
 
-def _world() -> tuple[int, int]:
+def world_info() -> tuple[int, int]:
     if dist.is_available() and dist.is_initialized():
         return dist.get_rank(), dist.get_world_size()
     return 0, 1
@@ -142,7 +142,7 @@ class Trainer:
     ):
         self.cfg, self.data, self.run_dir = cfg, data, Path(run_dir)
         self.device = device or torch.device("cpu")
-        self.rank, self.world = _world()
+        self.rank, self.world = world_info()
         t = cfg.train
         if t.batch_size % self.world:
             raise TrainingError(f"train.batch_size {t.batch_size} is not divisible by the {self.world} processes")

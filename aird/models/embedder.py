@@ -173,3 +173,23 @@ def embed_chips(
         return batch if degradation is None else degradation.batch(batch, [chips.digests[i] for i in idx])
 
     return embed_cached(embedder, chips.digests, make_faces, transform, progress=progress, desc=desc)
+
+
+class FlipFused:
+    """Sum of the unit embeddings of a face and its mirror image (test-time flip fusion)."""
+
+    def __init__(self, embedder: Embedder):
+        self.embedder = embedder
+        self.name = f"{embedder.name}+flip"
+        self.input_size = getattr(embedder, "input_size", None)
+
+    def fingerprint(self) -> str | None:
+        fp = self.embedder.fingerprint()
+        return None if fp is None else f"{fp}-flipfuse"
+
+    def embed(self, faces: np.ndarray) -> np.ndarray:
+        def unit(e: np.ndarray) -> np.ndarray:
+            return e / np.maximum(np.linalg.norm(e, axis=1, keepdims=True), 1e-12)
+
+        mirrored = np.ascontiguousarray(faces[:, :, ::-1])
+        return unit(self.embedder.embed(faces)) + unit(self.embedder.embed(mirrored))

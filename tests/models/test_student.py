@@ -43,3 +43,14 @@ def test_bad_files(tmp_path):
     save_file({"w": torch.zeros(2)}, str(wrong), metadata={"model": "lr_light", "input_size": "16"})
     with pytest.raises(ModelFileError, match="do not fit model 'lr_light'"):
         load_student(wrong)
+
+
+def test_flip_fused_embedder_is_mirror_invariant():
+    from aird.models.embedder import FlipFused, TorchEmbedder
+
+    fused = FlipFused(TorchEmbedder(get_model("lr_light").eval(), "light", 16))
+    faces = torch.randint(0, 255, (2, 16, 16, 3), dtype=torch.uint8).numpy()
+    a = fused.embed(faces)
+    b = fused.embed(faces[:, :, ::-1].copy())
+    assert a.shape == (2, 128) and abs(a - b).max() < 1e-5
+    assert fused.fingerprint().endswith("-flipfuse") and fused.name == "light+flip"
