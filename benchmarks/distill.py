@@ -192,7 +192,17 @@ def main() -> None:
         "# Distillation: every method, same student, data, epochs and seed\n",
         f"Reproduce: `{command}` (records: `distill.json`; split `all` = both splits' students on their own "
         "test folds, 6,000 pairs).\n",
+        f"Budget, the same for every method: student `{base.student.model}` at {base.student.input_size} px, "
+        f"{args.epochs or base.train.epochs} epochs of batch {base.train.batch_size}, seed {base.train.seed}, "
+        f"training resolutions {base.degradation.res}, pools {base.data.pools}. Methods are named as in "
+        "`aird/distill/methods.py`; the config's loss settings apply to the terms each method has.\n",
     ]
+    walls = {r["method"]: r["settings"].get("train_wall_s_per_split") for r in allrecs if r["method"] != "teacher"}
+    lines.append(
+        "Training wall time per split (s, split A / B): "
+        + "; ".join(f"{m} {w[0]:.0f} / {w[1]:.0f}" for m, w in walls.items() if w and None not in w)
+        + "\n"
+    )
     for mode in ("lr-lr", "hr-lr"):
         lines += [
             f"\n## LFW 10-fold accuracy, {mode}\n",

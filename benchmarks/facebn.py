@@ -61,10 +61,15 @@ def main() -> None:
     ap.add_argument("--data-root", type=Path, default=None)
     ap.add_argument("--out", type=Path, default=OUT)
     ap.add_argument("--quick", action="store_true", help="skip the sensitivity sweep")
+    ap.add_argument("--tables-only", action="store_true", help="only redraw the tables and plot from facebn.json")
     args = ap.parse_args()
     command = "python benchmarks/facebn.py " + shlex.join(sys.argv[1:])
     root = data_root(args.data_root)
     student, meta = load_student(args.run / "student.safetensors")
+    if args.tables_only:
+        plot_bn_stats(student, int(meta["input_size"]), root, args.out / "facebn_bn_stats.png")
+        write_tables(args.out / "facebn.json", load_records_command(args.out / "facebn.json"), args.out / "facebn.md")
+        return
     size = int(meta["input_size"])
     name = f"{args.run.name}-student"
     split = "A" if args.run.name.endswith("-A") else "B"
@@ -187,6 +192,13 @@ def plot_bn_stats(student: torch.nn.Module, size: int, root: Path, path: Path) -
         path,
         title="Student BN statistics: training vs ORL (shifted) vs after FaceBN",
     )
+
+
+def load_records_command(path: Path) -> str:
+    """The command stored with the records (the run that measured them, not a table redraw)."""
+    import json
+
+    return json.loads(path.read_text())["command"]
 
 
 def write_tables(json_path: Path, command: str, md: Path) -> None:

@@ -56,13 +56,23 @@ def _pool_items(root: Path, pool: str, split: str) -> tuple[list[Path], list[str
     raise ConfigError(f"unknown training pool {pool!r}; choose from {list(POOLS)}")
 
 
-def test_people_embeddings(root: Path, split: str, teacher: Embedder, chip_size: int, progress: bool) -> np.ndarray:
+def embeddings_of_test_people(root: Path, split: str, teacher: Embedder, chip_size: int, progress: bool) -> np.ndarray:
     """HR teacher embeddings of every image of every person in the split's test folds."""
     lfw = LFW(root)
     people = lfw.fold_identities(SPLIT_TEST_FOLDS[split])
     paths = [it.path for it in lfw.folder().items if it.identity in people]
     chips = align_images(paths, align_settings_for("lfw", chip_size), progress=progress, desc="aligning test people")
     return embed_chips(teacher, chips, None, progress, desc="teacher on test people")
+
+
+def leak_filter(extra: np.ndarray, test: np.ndarray, threshold: float, chunk: int = 2048) -> np.ndarray:
+    """Keep-mask of extra images whose nearest test-person embedding stays below ``threshold`` (cosine)."""
+    nearest = (
+        np.concatenate([similarity_matrix(extra[i : i + chunk], test).max(axis=1) for i in range(0, len(extra), chunk)])
+        if len(extra)
+        else np.zeros(0)
+    )
+    return nearest < threshold
 
 
 def build_training_set(
@@ -86,11 +96,8 @@ def build_training_set(
         keep = np.ones(len(paths), dtype=bool)
         if pool != "lfw":
             if test_emb is None:
-                test_emb = test_people_embeddings(root, split, teacher, chip_size, progress)
-            nearest = np.concatenate(
-                [similarity_matrix(f_t[i : i + 2048], test_emb).max(axis=1) for i in range(0, len(f_t), 2048)]
-            )
-            keep = nearest < leak_threshold
+                test_emb = embeddings_of_test_people(root, split, teacher, chip_size, progress)
+            keep = leak_filter(f_t, test_emb, leak_threshold)
         report["pools"][pool] = {
             "images": len(paths),
             "kept": int(keep.sum()),
