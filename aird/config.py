@@ -20,12 +20,11 @@ def _check_type(value: Any, hint: Any, where: str) -> Any:
     if hint is Any:
         return value
     if origin in (typing.Union, types.UnionType):
-        errors = []
         for option in typing.get_args(hint):
             try:
                 return _check_type(value, option, where)
-            except ConfigError as exc:
-                errors.append(str(exc))
+            except ConfigError:
+                continue
         raise ConfigError(f"{where}: {value!r} matches none of {hint}")
     if hint is type(None):
         if value is not None:
@@ -79,7 +78,3 @@ def load_yaml(cls: type[T], path: str | Path) -> T:
         return from_dict(cls, data)
     except ConfigError as exc:
         raise ConfigError(f"{path}: {exc}") from None
-
-
-def to_dict(obj: Any) -> dict:
-    return dataclasses.asdict(obj)
