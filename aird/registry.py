@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import inspect
 from typing import Callable, Generic, TypeVar
 
 from aird.errors import ConfigError
@@ -27,6 +28,18 @@ class Registry(Generic[T]):
         if name not in self._items:
             raise ConfigError(f"unknown {self.kind} {name!r}; choose one of: {', '.join(self.names())}")
         return self._items[name](**kwargs)
+
+    def check_options(self, name: str, options: dict, where: str, extra: tuple[str, ...] = ()) -> None:
+        """Fail at config load, not mid-run, when ``options`` has a key ``name``'s constructor does not take."""
+        if name not in self._items:
+            raise ConfigError(f"unknown {self.kind} {name!r}; choose one of: {', '.join(self.names())}")
+        valid = [p for p in inspect.signature(self._items[name]).parameters if p not in ("self", "args", "kwargs")]
+        valid += list(extra)
+        bad = [k for k in options if k not in valid]
+        if bad:
+            raise ConfigError(
+                f"{where}: unknown key {bad[0]!r} for {self.kind} {name!r}; valid keys: {', '.join(valid)}"
+            )
 
     def names(self) -> list[str]:
         return sorted(self._items)

@@ -1,7 +1,7 @@
 """Every distillation method on the same student, data, epochs and seed; the teacher on LR as reference.
 
     python benchmarks/distill.py [--methods aird kd ...] [--splits A B] [--config configs/aird.yaml]
-                                 [--epochs N] [--runs runs/bench]
+                                 [--epochs N] [--runs runs/bench] [--tag NAME]
 
 For each method and split, trains with the config (method swapped, everything else equal) unless the
 run already has results (so methods can run one by one and merge), then merges both splits' per-pair
@@ -15,22 +15,29 @@ import argparse
 import dataclasses
 import os
 import shlex
-import subprocess
 import sys
+import time
 from pathlib import Path
 
 import numpy as np
-import yaml
+import torch
 
+from aird.data.align import align_settings_for
+from aird.data.chips import align_images
+from aird.data.degrade import Degradation
+from aird.data.lfw import LFW
 from aird.distill.config import load_experiment
 from aird.distill.data import SPLIT_TEST_FOLDS
 from aird.distill.methods import METHODS
-from aird.distill.run import run_experiment
+from aird.distill.run import run_experiment, run_in_subprocesses
 from aird.eval.metrics import merged_verification_metrics
 from aird.eval.plots import plot_score_distributions
 from aird.eval.records import environment, load_records, make_record, markdown_table, write_records
 from aird.eval.runner import EvalConfig, run_verification
+from aird.models.embedder import TorchEmbedder
+from aird.models.student import load_student
 from aird.models.teacher import DlibTeacher
+from aird.paths import data_root
 
 REPO = Path(__file__).resolve().parents[1]
 OUT = REPO / "docs" / "results"
@@ -43,24 +50,33 @@ def method_losses(overrides: dict, method: str) -> dict:
     return {k: v for k, v in overrides.items() if k in METHODS[method] and not (method == "none" and k == "cls")}
 
 
-def train_in_parallel(configs: list, jobs: int, quiet: bool) -> None:
-    """One ``aird distill`` process per config (each with its config file in its run directory),
-    ``jobs`` at a time, the cores split evenly: the same runs as in-process, side by side."""
-    threads = max(1, (os.cpu_count() or 1) // jobs)
-    pending = list(configs)
-    while pending:
-        batch, pending = pending[:jobs], pending[jobs:]
-        procs = []
-        for cfg in batch:
-            out = Path(cfg.out_dir)
-            out.mkdir(parents=True, exist_ok=True)
-            (out / "experiment.yaml").write_text(yaml.safe_dump(dataclasses.asdict(cfg), sort_keys=False))
-            cmd = ["aird", "distill", "--config", str(out / "experiment.yaml")] + (["--quiet"] if quiet else [])
-            env = {**os.environ, "OMP_NUM_THREADS": str(threads)}
-            procs.append((cfg, subprocess.Popen(cmd, env=env)))
-        for cfg, proc in procs:
-            if proc.wait() != 0:
-                raise SystemExit(f"training {cfg.name} split {cfg.data.split} failed (exit {proc.returncode})")
+def embedding_speed(student_file: Path, res: int, faces: int = 512) -> dict:
+    """Faces/s at batch 64 and latency at batch 1, over every core, on real LFW faces degraded to ``res``
+    and resized to the student's input: a figure for an idle machine (the benchmark's last step)."""
+    student, meta = load_student(student_file)
+    size = int(meta["input_size"])
+    lfw = LFW(data_root(None))
+    paths = [it.path for it in lfw.folder().items[:faces]]
+    chips = align_images(paths, align_settings_for("lfw"), progress=False)
+    deg = Degradation(res=res, out_size=size, seed=0)
+    lr = np.stack([deg(c, d) for c, d in zip(chips.chips, chips.digests)])
+    torch.set_num_threads(os.cpu_count() or 1)
+    embedder = TorchEmbedder(student, "speed", size, batch_size=64)
+    embedder.embed(lr[:64])  # warm-up
+    start = time.perf_counter()
+    embedder.embed(lr)
+    batch64 = len(lr) / (time.perf_counter() - start)
+    single = []
+    for face in lr[:128]:
+        t = time.perf_counter()
+        embedder.embed(face[None])
+        single.append(time.perf_counter() - t)
+    return {
+        "faces_per_s": batch64,
+        "p50_ms": float(np.percentile(single, 50) * 1e3),
+        "p99_ms": float(np.percentile(single, 99) * 1e3),
+        "speed_threads": torch.get_num_threads(),
+    }
 
 
 def run_dir(runs: Path, method: str, split: str) -> Path:
@@ -83,14 +99,26 @@ def main() -> None:
     ap.add_argument("--methods", nargs="+", default=BASELINES, choices=sorted(METHODS))
     ap.add_argument("--splits", nargs="+", default=["A", "B"], choices=["A", "B"])
     ap.add_argument("--epochs", type=int, default=None, help="override the config's epochs (same for every method)")
-    ap.add_argument("--runs", type=Path, default=REPO / "runs" / "bench")
+    ap.add_argument("--runs", type=Path, default=None, help="run directories (default runs/bench[-TAG])")
     ap.add_argument("--out", type=Path, default=OUT)
+    ap.add_argument(
+        "--tag",
+        default="",
+        help="name a study run with another config: its runs and its distill-TAG.{json,md,png} stay apart",
+    )
     ap.add_argument("--jobs", type=int, default=1, help="train this many splits at once, cores shared between them")
     ap.add_argument("--quiet", action="store_true")
+    ap.add_argument(
+        "--speed",
+        action="store_true",
+        help="also time each student's embedding (batch 64 and 1; run on an idle machine)",
+    )
     args = ap.parse_args()
     command = "python benchmarks/distill.py " + shlex.join(sys.argv[1:])
     base = load_experiment(args.config)
-    json_path = args.out / "distill.json"
+    stem = f"distill-{args.tag}" if args.tag else "distill"
+    args.runs = args.runs or REPO / "runs" / ("bench-" + args.tag if args.tag else "bench")
+    json_path = args.out / f"{stem}.json"
     records = []
     for method in args.methods:
         todo = []
@@ -111,7 +139,7 @@ def main() -> None:
                 cfg.train = dataclasses.replace(cfg.train, epochs=args.epochs)
             todo.append(cfg)
         if args.jobs > 1 and len(todo) > 1:
-            train_in_parallel(todo, args.jobs, args.quiet)
+            run_in_subprocesses(todo, args.jobs, args.quiet)
         else:
             for cfg in todo:
                 run_experiment(cfg, progress=not args.quiet)
@@ -131,6 +159,10 @@ def main() -> None:
                         parts.append((z["scores"], z["labels"], z["folds"]))
                 metrics = merged_verification_metrics(parts)
                 threshold = metrics.pop("threshold_mean")
+                if args.speed and mode == "lr-lr":
+                    speed = embedding_speed(run_dir(args.runs, method, "A") / "student.safetensors", res)
+                    metrics.update({k: v for k, v in speed.items() if k != "speed_threads"})
+                    rec_a["settings"]["speed_threads"] = speed["speed_threads"]
                 settings = {
                     **rec_a["settings"],
                     "merged_runs": [str(run_dir(args.runs, method, s)) for s in ("A", "B")],
@@ -179,10 +211,10 @@ def main() -> None:
                         np.concatenate([p[1] for p in parts]),
                     )
                     thresholds["teacher on LR, 16 px LR-LR"] = threshold
-        if dists:
+        if len(dists) == 2:  # only when this call (re)trained or reused the AIRD runs
             plot_score_distributions(
                 dists,
-                args.out / "distill_scores_16px.png",
+                args.out / f"{stem}_scores_16px.png",
                 thresholds=thresholds,
                 title="LFW 16 px LR-LR: genuine vs impostor cosine (6,000 pairs)",
             )
@@ -203,6 +235,14 @@ def main() -> None:
         + "; ".join(f"{m} {w[0]:.0f} / {w[1]:.0f}" for m, w in walls.items() if w and None not in w)
         + "\n"
     )
+    timed = [r for r in allrecs if "faces_per_s" in r["metrics"]]
+    if timed:
+        lines += [
+            "\n## Embedding speed of the student, LR faces (faces/s at batch 64, all cores)\n",
+            markdown_table(timed, ["method"], "res", "faces_per_s", "{:,.0f}"),
+            "\nLatency at batch 1, p50 (ms):\n",
+            markdown_table(timed, ["method"], "res", "p50_ms", "{:.2f}"),
+        ]
     for mode in ("lr-lr", "hr-lr"):
         lines += [
             f"\n## LFW 10-fold accuracy, {mode}\n",
@@ -212,9 +252,10 @@ def main() -> None:
         "\n## TAR at FAR = 1e-3, lr-lr\n",
         markdown_table([r for r in allrecs if r["pairs"] == "lr-lr"], ["method"], "res", "tar@far=1e-3", "{:.2%}"),
     ]
-    lines += ["\n![scores](distill_scores_16px.png)\n"]
+    if (args.out / f"{stem}_scores_16px.png").is_file():
+        lines += [f"\n![scores]({stem}_scores_16px.png)\n"]
     text = "\n".join(lines)
-    (args.out / "distill.md").write_text(text)
+    (args.out / f"{stem}.md").write_text(text)
     print(text)
 
 

@@ -7,6 +7,7 @@ from pathlib import Path
 
 from aird.config import load_yaml
 from aird.data.degrade import Degradation
+from aird.distill.losses import LOSSES
 from aird.distill.methods import method_terms
 from aird.errors import ConfigError
 
@@ -72,7 +73,7 @@ class TrainConfig:
     clip_grad: float = 5.0
     queue_size: int = 1024  # recent teacher features kept for the relation loss
     seed: int = 0
-    amp: str = "auto"  # auto (CUDA only) | on | off
+    amp: str = "auto"  # auto (CUDA only) | on (CPU: bfloat16) | off
     threads: int | None = None  # torch CPU threads per process
     checkpoint_every: int = 100  # steps
     log_every: int = 10
@@ -100,7 +101,9 @@ class ExperimentConfig:
     out_dir: str | None = None  # default: runs/<name>-<split>
 
     def __post_init__(self) -> None:
-        method_terms(self.method, self.losses)  # unknown method or term fails here, at load
+        # an unknown method, term or term option fails here, at load
+        for term, spec in method_terms(self.method, self.losses).items():
+            LOSSES.check_options(term, spec, f"losses.{term}", extra=("weight",))
         self.degradation.build(self.student.input_size, self.train.seed)
         if self.student.bn not in ("train", "frozen"):
             raise ConfigError(f"student.bn must be 'train' or 'frozen', got {self.student.bn!r}")

@@ -27,6 +27,7 @@ class DistillOutputs:
     cos_t: torch.Tensor | None = None  # (N, C) teacher head: cos(f_t, W_t)
     labels: torch.Tensor | None = None  # (N,) identity index, -1 = unlabelled
     queue_t: torch.Tensor | None = None  # (Q, d) recent teacher features from earlier batches
+    center: torch.Tensor | None = None  # (d,) mean teacher feature of the training set (terms built with center=True)
 
 
 def _labelled(out: DistillOutputs) -> torch.Tensor | None:
@@ -40,6 +41,13 @@ def _need(value: torch.Tensor | None, name: str, loss: str) -> torch.Tensor:
     if value is None:
         raise ValueError(f"loss {loss!r} needs {name}; the model/head did not provide it")
     return value
+
+
+def _centred(out: DistillOutputs, *features: torch.Tensor | None) -> list[torch.Tensor | None]:
+    """Features minus the training set's mean teacher feature: dlib's descriptors share a large common
+    component (strangers' cosines sit near 0.85), which a raw cosine spends most of its range on."""
+    mu = _need(out.center, "center (the mean teacher feature)", "centred term")
+    return [None if f is None else f - mu for f in features]
 
 
 @register_loss("cls")
@@ -78,10 +86,16 @@ class LogitKD(nn.Module):
 
 @register_loss("cosine")
 class CosineFeature(nn.Module):
-    """Embedding cosine distillation (as F-SKD): mean_i (1 - cos(f_s^i, f_t^i))."""
+    """Embedding cosine distillation (as F-SKD): mean_i (1 - cos(f_s^i, f_t^i)); with ``center``, of the
+    features minus the mean teacher feature."""
+
+    def __init__(self, center: bool = False):
+        super().__init__()
+        self.center = center
 
     def forward(self, out: DistillOutputs) -> torch.Tensor:
-        return (1.0 - F.cosine_similarity(out.f_s, out.f_t, dim=1)).mean()
+        f_s, f_t = _centred(out, out.f_s, out.f_t) if self.center else (out.f_s, out.f_t)
+        return (1.0 - F.cosine_similarity(f_s, f_t, dim=1)).mean()
 
 
 @register_loss("feature-l2")
@@ -122,10 +136,12 @@ class RelationalKD(nn.Module):
 class InstanceLevel(nn.Module):
     """AIRD instance level: a * mean_i (1 - cos(f_s^i, f_t^i)) + b * T^2 * mean_i KL(p_t^i || p_s^i)."""
 
-    def __init__(self, a: float = 1.0, b: float = 1.0, scale: float = 30.0, temperature: float = 4.0):
+    def __init__(
+        self, a: float = 1.0, b: float = 1.0, scale: float = 30.0, temperature: float = 4.0, center: bool = False
+    ):
         super().__init__()
         self.a, self.b = a, b
-        self.cosine = CosineFeature()
+        self.cosine = CosineFeature(center)
         self.kd = LogitKD(scale, temperature)
 
     def forward(self, out: DistillOutputs) -> torch.Tensor:
@@ -138,16 +154,20 @@ class InstanceLevel(nn.Module):
 @register_loss("rld")
 class RelationLevel(nn.Module):
     """AIRD relation level: mean_i KL(softmax_j(r_t^{ij} / tau) || softmax_j(r_{t,s}^{ij} / tau)),
-    r_t^{ij} = cos(f_t^i, f_t^j), r_{t,s}^{ij} = cos(f_s^i, f_t^j), j over the batch plus the queue."""
+    r_t^{ij} = cos(f_t^i, f_t^j), r_{t,s}^{ij} = cos(f_s^i, f_t^j), j over the batch plus the queue;
+    with ``center``, cosines of the features minus the mean teacher feature."""
 
-    def __init__(self, tau: float = 0.05):
+    def __init__(self, tau: float = 0.05, center: bool = False):
         super().__init__()
-        self.tau = tau
+        self.tau, self.center = tau, center
 
     def forward(self, out: DistillOutputs) -> torch.Tensor:
-        t = F.normalize(out.f_t.detach(), dim=1)
-        keys = t if out.queue_t is None or len(out.queue_t) == 0 else torch.cat([t, F.normalize(out.queue_t, dim=1)])
-        s = F.normalize(out.f_s, dim=1)
+        f_s, f_t, queue = (out.f_s, out.f_t.detach(), out.queue_t)
+        if self.center:
+            f_s, f_t, queue = _centred(out, f_s, f_t, queue)
+        t = F.normalize(f_t, dim=1)
+        keys = t if queue is None or len(queue) == 0 else torch.cat([t, F.normalize(queue, dim=1)])
+        s = F.normalize(f_s, dim=1)
         log_r_t = F.log_softmax(t @ keys.T / self.tau, dim=1)
         log_r_ts = F.log_softmax(s @ keys.T / self.tau, dim=1)
         return F.kl_div(log_r_ts, log_r_t, log_target=True, reduction="batchmean")

@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import hashlib
 import json
+import os
+import subprocess
 import time
 from dataclasses import asdict
 from pathlib import Path
@@ -11,6 +13,7 @@ from pathlib import Path
 import numpy as np
 import torch
 import torch.distributed as dist
+import yaml
 
 from aird.distill.config import ExperimentConfig
 from aird.distill.data import SPLIT_TEST_FOLDS, TrainingSet, build_training_set
@@ -142,3 +145,29 @@ def run_experiment(
     if world > 1:
         dist.barrier()
     return run_dir
+
+
+def run_in_subprocesses(configs: list[ExperimentConfig], jobs: int, quiet: bool = False) -> None:
+    """Train ``configs`` as ``aird distill`` processes, ``jobs`` at a time with the cores split evenly
+    (each writes its config to ``<run dir>/experiment.yaml``): the same runs as in-process, side by side."""
+    threads = max(1, (os.cpu_count() or 1) // jobs)
+    pending = list(configs)
+    while pending:
+        batch, pending = pending[:jobs], pending[jobs:]
+        procs = []
+        for cfg in batch:
+            out = cfg.run_dir()
+            out.mkdir(parents=True, exist_ok=True)
+            (out / "experiment.yaml").write_text(yaml.safe_dump(asdict(cfg), sort_keys=False))
+            cmd = ["aird", "distill", "--config", str(out / "experiment.yaml")] + (["--quiet"] if quiet else [])
+            env = {**os.environ, "OMP_NUM_THREADS": str(threads)}
+            procs.append((cfg, subprocess.Popen(cmd, env=env)))
+        failed = [(cfg, proc.wait()) for cfg, proc in procs]
+        failed = [(cfg, rc) for cfg, rc in failed if rc != 0]
+        if failed:
+            raise RuntimeError(
+                "; ".join(
+                    f"training {c.name} split {c.data.split} failed (exit {rc}, log in {c.run_dir()})"
+                    for c, rc in failed
+                )
+            )

@@ -48,9 +48,12 @@ class Distiller(nn.Module):
         teacher_head: CosineClassifier,
         losses: WeightedLosses,
         freeze_bn: bool = False,
+        feature_mean: torch.Tensor | None = None,
     ):
         super().__init__()
         self.student, self.student_head, self.losses = student, student_head, losses
+        # the training set's mean teacher feature, for the terms that centre features (a constant)
+        self.register_buffer("feature_mean", feature_mean, persistent=False)
         self.teacher_head = teacher_head.requires_grad_(False).eval()
         self.freeze_bn = freeze_bn
 
@@ -67,12 +70,21 @@ class Distiller(nn.Module):
         self, lr_faces: torch.Tensor, f_t: torch.Tensor, labels: torch.Tensor, queue_t: torch.Tensor | None
     ) -> tuple[torch.Tensor, dict[str, float]]:
         f_s = self.student(lr_faces).float()
-        with torch.no_grad():
-            cos_t = self.teacher_head(f_t)
-        out = DistillOutputs(
-            f_s=f_s, f_t=f_t, cos_s=self.student_head(f_s), cos_t=cos_t, labels=labels, queue_t=queue_t
-        )
-        return self.losses(out)
+        # Heads and losses in fp32 even under AMP: bf16 resolves a cosine near 0.9 only to about
+        # 0.004, coarser than the differences the distillation terms are made of.
+        with torch.autocast(f_s.device.type, enabled=False):
+            with torch.no_grad():
+                cos_t = self.teacher_head(f_t.float())
+            out = DistillOutputs(
+                f_s=f_s,
+                f_t=f_t.float(),
+                cos_s=self.student_head(f_s),
+                cos_t=cos_t,
+                labels=labels,
+                queue_t=queue_t,
+                center=self.feature_mean,
+            )
+            return self.losses(out)
 
 
 def world_info() -> tuple[int, int]:
@@ -150,7 +162,9 @@ class Trainer:
         student_head = CosineClassifier(teacher_head.weight.shape[1], teacher_head.weight.shape[0])
         student_head.load_state_dict(teacher_head.state_dict())  # C_s starts as C_t
         losses = WeightedLosses(method_terms(cfg.method, cfg.losses))
-        self.model = Distiller(student, student_head, teacher_head, losses, cfg.student.bn == "frozen").to(self.device)
+        mean = torch.from_numpy(data.teacher).float().mean(0)
+        self.model = Distiller(student, student_head, teacher_head, losses, cfg.student.bn == "frozen", mean)
+        self.model.to(self.device)
         self.ddp = (
             nn.parallel.DistributedDataParallel(
                 self.model, device_ids=[self.device.index] if self.device.type == "cuda" else None

@@ -93,3 +93,25 @@ def test_weighted_total_and_methods():
         method_terms("kd", {"rld": {"weight": 1.0}})
     with pytest.raises(ConfigError, match="unknown loss"):
         WeightedLosses({"nope": {}})
+
+
+@pytest.mark.parametrize("name", ["cosine", "ild", "rld"])
+def test_centred_terms_read_features_minus_the_mean_teacher_feature(name):
+    out = fixed_outputs()
+    mu = torch.randn(out.f_t.shape[1], generator=torch.Generator().manual_seed(1))
+    shifted = DistillOutputs(
+        f_s=out.f_s + mu,
+        f_t=out.f_t + mu,
+        cos_s=out.cos_s,
+        cos_t=out.cos_t,
+        labels=out.labels,
+        queue_t=out.queue_t + mu,
+        center=mu,
+    )
+    kw = {"b": 0.0} if name == "ild" else {}  # the feature part only: the KD part reads the heads
+    centred, raw = LOSSES.get(name, center=True, **kw), LOSSES.get(name, **kw)
+    assert float(centred(shifted)) == pytest.approx(float(raw(out)), rel=1e-5)
+    # the shared component changes the raw term, which is what centring removes
+    assert float(raw(shifted)) != pytest.approx(float(raw(out)), rel=1e-3)
+    with pytest.raises(ValueError, match="mean teacher feature"):
+        centred(out)

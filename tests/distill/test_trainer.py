@@ -92,6 +92,19 @@ def test_resume_after_interruption_equals_uninterrupted(tmp_path):
     assert torch.equal(whole.queue, second.queue)
 
 
+def test_bf16_amp_on_cpu_trains_with_fp32_heads_and_losses(tmp_path):
+    trainer = make_trainer(tiny_config(tmp_path, max_steps=2, amp="on"), synthetic_set(), tmp_path)
+    seen = []
+    trainer.model.student.register_forward_hook(lambda m, i, out: seen.append(("student", out.dtype)))
+    trainer.model.student_head.register_forward_hook(lambda m, i, out: seen.append(("head", out.dtype)))
+    trainer.fit()
+    # the student itself runs in bf16 (the speed-up); its head and the losses see fp32
+    assert ("student", torch.bfloat16) in seen and ("head", torch.float32) in seen
+    assert ("head", torch.bfloat16) not in seen
+    log = [json.loads(line) for line in (tmp_path / "log.jsonl").read_text().splitlines()]
+    assert len(log) == 2 and all(np.isfinite(r["loss"]) for r in log)
+
+
 def test_checkpoint_from_another_config_is_refused(tmp_path):
     data = synthetic_set()
     t = make_trainer(tiny_config(tmp_path, max_steps=1), data, tmp_path)
@@ -136,6 +149,9 @@ def test_bad_config_names_the_bad_key(tmp_path):
     assert str(path) in str(err.value)
     path.write_text("method: aird\nlosses:\n  kd: {weight: 1}\n")
     with pytest.raises(ConfigError, match="no loss term 'kd'"):
+        load_experiment(path)
+    path.write_text("method: aird\nlosses:\n  rld: {tau: 0.1, centre: true}\n")
+    with pytest.raises(ConfigError, match="losses.rld: unknown key 'centre' .*valid keys: tau, center, weight"):
         load_experiment(path)
     path.write_text("train: [1, 2\n")
     with pytest.raises(ConfigError, match="not valid YAML"):

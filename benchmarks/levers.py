@@ -1,0 +1,163 @@
+"""What each lever of the recipe gives: the main config with one change at a time, on split A.
+
+    python benchmarks/levers.py [--levers main tau-0.1 ...] [--config configs/aird.yaml] [--jobs 2]
+
+Split A only (train: LFW people outside folds 1-5; test: folds 1-5, 3,000 pairs, each fold's threshold
+chosen on the other four), so each lever costs one training run; the main run is the one
+``benchmarks/distill.py`` trains for split A (``runs/bench/aird-A``) and is reused when present.
+Levers that change only evaluation settings reuse the main run's weights. Runs that already have
+results are reused, so levers can run one by one and merge. Writes docs/results/levers.{json,md}.
+"""
+
+from __future__ import annotations
+
+import argparse
+import dataclasses
+import json
+import shlex
+import sys
+from pathlib import Path
+
+from aird.config import from_dict
+from aird.distill.config import ExperimentConfig, load_experiment
+from aird.distill.run import evaluate_student, run_experiment, run_in_subprocesses
+from aird.eval.records import load_records, markdown_table, write_records
+from aird.models.student import load_student
+from aird.models.teacher import DlibTeacher
+
+REPO = Path(__file__).resolve().parents[1]
+OUT = REPO / "docs" / "results"
+
+# name: (what changes, dotted config overrides)
+LEVERS: dict[str, tuple[str, dict]] = {
+    "main": ("the main config", {}),
+    "flip-fuse": ("test embedding fused with the mirrored face's (same weights)", {"eval.flip_fuse": True}),
+    "centred": (
+        "L_IlD and L_RlD on features minus the mean teacher feature",
+        {"losses.ild.center": True, "losses.rld.center": True},
+    ),
+    "tau-0.1": ("L_RlD temperature 0.1 (main 0.05)", {"losses.rld.tau": 0.1}),
+    "tau-0.02": ("L_RlD temperature 0.02 (main 0.05)", {"losses.rld.tau": 0.02}),
+    "queue-0": ("L_RlD over the batch only, no queue (main 1,024)", {"train.queue_size": 0}),
+    "queue-4096": ("L_RlD queue of 4,096 teacher features (main 1,024)", {"train.queue_size": 4096}),
+    "b-1": ("+ the KD term of L_IlD (b = 1; main 0)", {"losses.ild.b": 1.0}),
+    "epochs-12": ("12 epochs (main 6)", {"train.epochs": 12}),
+    "res-16": ("trained at 16 px only (main 8, 12, 16, 20 px)", {"degradation.res": [16]}),
+    "no-flip": ("no flip augmentation", {"data.flip": False}),
+    # 3 epochs over about twice the faces: about the main run's number of steps
+    "celeba": (
+        "+ CelebA pool, leak-filtered, 3 epochs (about the main's steps)",
+        {"data.pools": ["lfw", "celeba"], "train.epochs": 3},
+    ),
+}
+
+
+def with_overrides(base: ExperimentConfig, overrides: dict, **top) -> ExperimentConfig:
+    """``base`` with dotted-key overrides, re-validated like a YAML."""
+    tree = json.loads(json.dumps(dataclasses.asdict(base)))
+    for dotted, value in overrides.items():
+        *parents, leaf = dotted.split(".")
+        node = tree
+        for key in parents:
+            node = node.setdefault(key, {})
+        node[leaf] = value
+    tree.update(top)
+    return from_dict(ExperimentConfig, tree)
+
+
+def eval_only(overrides: dict) -> bool:
+    return bool(overrides) and all(k.startswith("eval.") for k in overrides)
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap.add_argument("--config", type=Path, default=REPO / "configs" / "aird.yaml")
+    ap.add_argument("--levers", nargs="+", default=list(LEVERS), choices=list(LEVERS))
+    ap.add_argument("--runs", type=Path, default=REPO / "runs" / "levers")
+    ap.add_argument("--main-run", type=Path, default=REPO / "runs" / "bench" / "aird-A")
+    ap.add_argument("--out", type=Path, default=OUT)
+    ap.add_argument("--jobs", type=int, default=1, help="train this many levers at once, cores shared between them")
+    ap.add_argument("--quiet", action="store_true")
+    args = ap.parse_args()
+    command = "python benchmarks/levers.py " + shlex.join(sys.argv[1:])
+    base = load_experiment(args.config)
+    main_cfg = with_overrides(base, {"data.split": "A"}, out_dir=str(args.main_run))
+    configs = {}
+    for lever in ["main"] + [x for x in args.levers if x != "main"]:
+        _, overrides = LEVERS[lever]
+        if lever == "main":
+            configs[lever] = main_cfg
+        else:
+            name = f"{base.name}-{lever}"
+            configs[lever] = with_overrides(main_cfg, overrides, name=name, out_dir=str(args.runs / lever))
+
+    def done(cfg: ExperimentConfig) -> bool:
+        return (cfg.run_dir() / "results.json").is_file()
+
+    if done(main_cfg):
+        ran = json.loads((main_cfg.run_dir() / "config.json").read_text())
+        ran.pop("out_dir", None)
+        wanted = json.loads(json.dumps(dataclasses.asdict(main_cfg)))
+        wanted.pop("out_dir")
+        if ran != wanted:
+            raise SystemExit(f"{main_cfg.run_dir()} was trained with another config than {args.config}; move it away")
+    train = [c for lever, c in configs.items() if not done(c) and not eval_only(LEVERS[lever][1])]
+    if args.jobs > 1 and len(train) > 1:
+        run_in_subprocesses(train, args.jobs, args.quiet)
+    else:
+        for cfg in train:
+            run_experiment(cfg, progress=not args.quiet)
+    main_records = load_records(main_cfg.run_dir() / "results.json")
+    teacher = None
+    for lever, cfg in configs.items():
+        if done(cfg) or not eval_only(LEVERS[lever][1]):
+            continue
+        teacher = teacher or DlibTeacher("torch")
+        student, _ = load_student(main_cfg.run_dir() / "student.safetensors")
+        records = evaluate_student(cfg, student, teacher, progress=not args.quiet)
+        trained = main_records[0]["settings"]
+        for rec in records:
+            rec["settings"].update(
+                {k: trained[k] for k in ("train_wall_s", "world_size", "steps", "data")},
+                weights=str(main_cfg.run_dir() / "student.safetensors"),
+            )
+        write_records(cfg.run_dir() / "results.json", records, command=command)
+
+    records = []
+    for lever, cfg in configs.items():
+        what, overrides = LEVERS[lever]
+        for rec in load_records(cfg.run_dir() / "results.json"):
+            rec["settings"].update(lever=lever, lever_change=what, lever_overrides=overrides)
+            records.append({**rec, "model": lever, "split": "A"})
+    write_records(args.out / "levers.json", records, command)
+    allrecs = load_records(args.out / "levers.json")
+    order = [x for x in LEVERS if any(r["model"] == x for r in allrecs)]
+    allrecs.sort(key=lambda r: order.index(r["model"]))
+    lines = [
+        "# Levers: the main config with one change at a time (split A)\n",
+        f"Reproduce: `{command}` (records: `levers.json`). Split A: trained on LFW people outside folds "
+        "1-5, tested on folds 1-5 (3,000 pairs; each fold's threshold chosen on the other four). "
+        "`main` is `configs/aird.yaml`; every other row changes one thing:\n",
+        "| lever | what changes | steps | train wall (s) |",
+        "|---|---|---:|---:|",
+    ]
+    for lever in order:
+        rec = next(r for r in allrecs if r["model"] == lever)
+        s = rec["settings"]
+        lines.append(f"| {lever} | {LEVERS[lever][0]} | {s.get('steps', '—')} | {s.get('train_wall_s', '—')} |")
+    for mode in ("lr-lr", "hr-lr"):
+        lines += [
+            f"\n## 10-fold accuracy (folds 1-5), {mode}\n",
+            markdown_table([r for r in allrecs if r["pairs"] == mode], ["model"], "res", "accuracy", "{:.2%}"),
+        ]
+    lines += [
+        "\n## TAR at FAR = 1e-3, lr-lr\n",
+        markdown_table([r for r in allrecs if r["pairs"] == "lr-lr"], ["model"], "res", "tar@far=1e-3", "{:.2%}"),
+    ]
+    text = "\n".join(lines) + "\n"
+    (args.out / "levers.md").write_text(text)
+    print(text)
+
+
+if __name__ == "__main__":
+    main()
