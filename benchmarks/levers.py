@@ -112,6 +112,7 @@ def main() -> None:
     for lever, cfg in configs.items():
         if done(cfg) or not eval_only(LEVERS[lever][1]):
             continue
+        cfg.run_dir().mkdir(parents=True, exist_ok=True)
         teacher = teacher or DlibTeacher("torch")
         student, _ = load_student(main_cfg.run_dir() / "student.safetensors")
         records = evaluate_student(cfg, student, teacher, progress=not args.quiet)
@@ -135,9 +136,10 @@ def main() -> None:
     allrecs.sort(key=lambda r: order.index(r["model"]))
     lines = [
         "# Levers: the main config with one change at a time (split A)\n",
-        f"Reproduce: `{command}` (records: `levers.json`). Split A: trained on LFW people outside folds "
+        "Reproduce: `python benchmarks/levers.py --jobs 2` (every lever; these ran a few at a time with "
+        "`--levers NAME ...`, each record keeps its command; records: `levers.json`). Split A: trained on LFW people outside folds "
         "1-5, tested on folds 1-5 (3,000 pairs; each fold's threshold chosen on the other four). "
-        "`main` is `configs/aird.yaml`; every other row changes one thing:\n",
+        f"`main` is `{args.config.relative_to(REPO) if args.config.is_relative_to(REPO) else args.config}`; every other row changes one thing:\n",
         "| lever | what changes | steps | train wall (s) |",
         "|---|---|---:|---:|",
     ]
