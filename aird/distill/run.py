@@ -6,6 +6,7 @@ import hashlib
 import json
 import os
 import subprocess
+import sys
 import time
 from dataclasses import asdict
 from pathlib import Path
@@ -159,7 +160,9 @@ def run_in_subprocesses(configs: list[ExperimentConfig], jobs: int, quiet: bool 
             out = cfg.run_dir()
             out.mkdir(parents=True, exist_ok=True)
             (out / "experiment.yaml").write_text(yaml.safe_dump(asdict(cfg), sort_keys=False))
-            cmd = ["aird", "distill", "--config", str(out / "experiment.yaml")] + (["--quiet"] if quiet else [])
+            cmd = [sys.executable, "-m", "aird.cli", "distill", "--config", str(out / "experiment.yaml")] + (
+                ["--quiet"] if quiet else []
+            )
             env = {**os.environ, "OMP_NUM_THREADS": str(threads)}
             procs.append((cfg, subprocess.Popen(cmd, env=env)))
         failed = [(cfg, proc.wait()) for cfg, proc in procs]

@@ -194,3 +194,23 @@ def test_frozen_bn_student_keeps_its_statistics():
     before = student[1].running_mean.clone()
     student(torch.randn(8, 4) + 5)
     assert torch.equal(before, student[1].running_mean)
+
+
+def test_runs_in_subprocesses_report_which_run_failed(tmp_path):
+    from aird.config import from_dict
+    from aird.distill.run import run_in_subprocesses
+
+    cfgs = [
+        from_dict(
+            ExperimentConfig,
+            {
+                "name": f"bad-{s}",
+                "data": {"split": s, "data_root": str(tmp_path / "nowhere")},
+                "out_dir": str(tmp_path / s),
+            },
+        )
+        for s in ("A", "B")
+    ]
+    with pytest.raises(RuntimeError, match="training bad-A split A failed .*training bad-B split B failed"):
+        run_in_subprocesses(cfgs, jobs=2, quiet=True)
+    assert (tmp_path / "A" / "experiment.yaml").is_file()  # each process got its own config file
