@@ -24,16 +24,17 @@ class Registry(Generic[T]):
 
         return deco
 
-    def get(self, name: str, **kwargs) -> T:
+    def _factory(self, name: str) -> Callable[..., T]:
         if name not in self._items:
             raise ConfigError(f"unknown {self.kind} {name!r}; choose one of: {', '.join(self.names())}")
-        return self._items[name](**kwargs)
+        return self._items[name]
+
+    def get(self, name: str, **kwargs) -> T:
+        return self._factory(name)(**kwargs)
 
     def check_options(self, name: str, options: dict, where: str, extra: tuple[str, ...] = ()) -> None:
         """Fail at config load, not mid-run, when ``options`` has a key ``name``'s constructor does not take."""
-        if name not in self._items:
-            raise ConfigError(f"unknown {self.kind} {name!r}; choose one of: {', '.join(self.names())}")
-        valid = [p for p in inspect.signature(self._items[name]).parameters if p not in ("self", "args", "kwargs")]
+        valid = [p for p in inspect.signature(self._factory(name)).parameters if p not in ("self", "args", "kwargs")]
         valid += list(extra)
         bad = [k for k in options if k not in valid]
         if bad:
