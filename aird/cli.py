@@ -125,7 +125,12 @@ def build_parser() -> argparse.ArgumentParser:
     di.add_argument("--config", type=Path, required=True, help="experiment YAML (see configs/)")
     di.add_argument("--resume", action="store_true", help="continue from <run dir>/checkpoint.pt")
     di.add_argument("--init", type=Path, default=None, help="start the student from these weights (.safetensors)")
-    di.add_argument("--split", choices=["A", "B"], default=None, help="override data.split (A: test folds 1-5)")
+    di.add_argument(
+        "--split",
+        choices=["A", "B", "all"],
+        default=None,
+        help="override data.split (A: test folds 1-5, B: 6-10, all: every pairs.txt person held out)",
+    )
     di.add_argument("--out-dir", type=Path, default=None, help="run directory (default: runs/<name>-<split>)")
     di.add_argument("--quiet", action="store_true", help="no progress bars")
 

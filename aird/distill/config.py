@@ -7,6 +7,7 @@ from pathlib import Path
 
 from aird.config import load_yaml
 from aird.data.degrade import Degradation
+from aird.distill.data import SPLIT_TEST_FOLDS
 from aird.distill.losses import LOSSES
 from aird.distill.methods import method_terms
 from aird.errors import ConfigError
@@ -24,7 +25,7 @@ class StudentConfig:
 @dataclass
 class DataConfig:
     data_root: str | None = None  # default: $AIRD_DATA or ../shared/data
-    split: str = "A"  # A: test folds 1-5, train on everyone else; B: test folds 6-10
+    split: str = "A"  # A: test folds 1-5, train on everyone else; B: test folds 6-10; all: folds 1-10
     pools: list[str] = field(default_factory=lambda: ["lfw"])  # lfw, celeba, utkface
     leak_threshold: float = 0.95  # extra images this close (cosine) to a test person are dropped
     flip: bool = True  # mirror HR/LR pairs, with the teacher's target of the mirrored chip
@@ -107,8 +108,8 @@ class ExperimentConfig:
         self.degradation.build(self.student.input_size, self.train.seed)
         if self.student.bn not in ("train", "frozen"):
             raise ConfigError(f"student.bn must be 'train' or 'frozen', got {self.student.bn!r}")
-        if self.data.split not in ("A", "B"):
-            raise ConfigError(f"data.split must be 'A' or 'B', got {self.data.split!r}")
+        if self.data.split not in SPLIT_TEST_FOLDS:
+            raise ConfigError(f"data.split must be one of {list(SPLIT_TEST_FOLDS)}, got {self.data.split!r}")
         if self.train.optimizer not in ("sgd", "adamw"):
             raise ConfigError(f"train.optimizer must be 'sgd' or 'adamw', got {self.train.optimizer!r}")
         if self.train.amp not in ("auto", "on", "off"):
