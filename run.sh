@@ -1,8 +1,9 @@
 #!/usr/bin/env bash
 # One entry point for a fresh machine:
-#   ./run.sh        install into .venv, then run the main job (LFW verification of the HR teacher at 16 px)
+#   ./run.sh        install into .venv, then the main job: the shipped student against the HR teacher on LFW
+#                   (16 and 12 px, LR-LR and HR-LR, all 6,000 pairs), side by side
 #   ./run.sh test   install into .venv (with test extras), then run the test suite
-# Extra arguments after the first go to the command, e.g. ./run.sh eval --res 12 --pairs hr-lr
+# Any other arguments go to the aird command, e.g. ./run.sh eval --res 12 --pairs hr-lr
 set -euo pipefail
 cd "$(dirname "$0")"
 VENV=${AIRD_VENV:-.venv}
@@ -23,7 +24,7 @@ case "${1:-main}" in
     exec "$VENV/bin/python" -m pytest -q "$@"
     ;;
   main)
-    exec "$VENV/bin/aird" eval --benchmark lfw --res 16 --pairs lr-lr --plots aird-results/plots
+    exec "$VENV/bin/aird" compare
     ;;
   *)
     exec "$VENV/bin/aird" "$@"

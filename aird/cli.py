@@ -11,6 +11,7 @@ from aird.data.degrade import INTERPOLATIONS, RESOLUTIONS
 from aird.errors import AirdError
 
 EPILOG = """examples:
+  aird compare                                       the shipped student vs the HR teacher on LFW, 16 and 12 px
   aird eval --benchmark lfw --res 16                 LFW 10-fold verification, both faces at 16x16 px
   aird eval --benchmark lfw --res 16 --pairs hr-lr   HR gallery face vs 16 px probe face
   aird eval --benchmark lfw --res hr                 the teacher on HR chips (150x150)
@@ -134,6 +135,40 @@ def build_parser() -> argparse.ArgumentParser:
     di.add_argument("--out-dir", type=Path, default=None, help="run directory (default: runs/<name>-<split>)")
     di.add_argument("--quiet", action="store_true", help="no progress bars")
 
+    co = sub.add_parser(
+        "compare",
+        help="the shipped student (or --model) against the HR teacher on LFW, side by side",
+        description="LFW verification of a student and of the HR teacher at 16 and 12 px, LR-LR and HR-LR "
+        "(the HR face by the teacher), on all 6,000 pairs; prints one table and merges the records into --out.",
+    )
+    co.add_argument(
+        "--model",
+        type=Path,
+        default=None,
+        metavar="STUDENT",
+        help="a student .safetensors (default: the shipped student, aird/models/assets/aird_shipped.safetensors)",
+    )
+    co.add_argument("--res", type=int, nargs="+", default=[16, 12], choices=RESOLUTIONS, help="LR face sides in px")
+    co.add_argument("--pairs", nargs="+", default=["lr-lr", "hr-lr"], choices=["lr-lr", "hr-lr"])
+    co.add_argument("--folds", type=_folds, default=list(range(1, 11)), help="LFW folds (default: all 10)")
+    co.add_argument("--pairs-file", type=Path, default=None, help="pairs in LFW's pairs.txt format")
+    co.add_argument("--data-root", type=Path, default=None, help="folder holding lfw/ ($AIRD_DATA)")
+    co.add_argument("--out", type=Path, default=Path("aird-results/compare.json"), help="JSON results file")
+    co.add_argument("--quiet", action="store_true", help="no progress bars")
+
+    ex = sub.add_parser(
+        "export",
+        help="export a student (or a registered model) to ONNX, its model card in the graph's metadata",
+    )
+    ex.add_argument(
+        "--model",
+        default=None,
+        metavar="MODEL",
+        help="a student .safetensors (default: the shipped student) or a registered model name (e.g. dlib_resnet)",
+    )
+    ex.add_argument("--out", type=Path, required=True, help="the .onnx file to write")
+    ex.add_argument("--opset", type=int, default=17, help="ONNX opset (default: %(default)s)")
+
     th = sub.add_parser("train-head", help="fit the teacher's cosine classifier C_t on a config's training set")
     th.add_argument("--config", type=Path, required=True)
     th.add_argument(
@@ -254,6 +289,30 @@ def cmd_train_head(args: argparse.Namespace) -> int:
     return 0
 
 
+def cmd_compare(args: argparse.Namespace) -> int:
+    from aird.eval.compare import compare_to_teacher, comparison_table
+    from aird.eval.records import write_records
+
+    records = compare_to_teacher(
+        args.model, args.res, args.pairs, args.folds, args.pairs_file, args.data_root, progress=not args.quiet
+    )
+    write_records(args.out, records, command="aird " + shlex.join(args.argv))
+    print(comparison_table(records))
+    print(f"records written to {args.out}")
+    return 0
+
+
+def cmd_export(args: argparse.Namespace) -> int:
+    from aird.models.export import OnnxEmbedder, export_model
+    from aird.models.shipped import default_student_path
+
+    path = export_model(args.model or default_student_path(), args.out, args.opset)
+    graph = OnnxEmbedder(path)
+    name = graph.card.get("name", graph.metadata["model"])
+    print(f"{path}: {name}, input {graph.input_size} px, weights {graph.source_fingerprint}, dynamic batch")
+    return 0
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = build_parser()
     argv = sys.argv[1:] if argv is None else list(argv)
@@ -263,7 +322,9 @@ def main(argv: list[str] | None = None) -> int:
         parser.print_help()
         return 0
     try:
-        return {"eval": cmd_eval, "distill": cmd_distill, "train-head": cmd_train_head}[args.command](args)
+        commands = {"eval": cmd_eval, "distill": cmd_distill, "train-head": cmd_train_head}
+        commands.update(compare=cmd_compare, export=cmd_export)
+        return commands[args.command](args)
     except AirdError as exc:
         print(f"aird: error: {exc}", file=sys.stderr)
         return 2

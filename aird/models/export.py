@@ -1,7 +1,10 @@
-"""ONNX export of face models, and a check of the exported graph against PyTorch with onnxruntime."""
+"""ONNX export of face models, a check of the exported graph against PyTorch, and an embedder that runs
+exported graphs on onnxruntime (the service's other backend)."""
 
 from __future__ import annotations
 
+import hashlib
+import json
 import warnings
 from pathlib import Path
 
@@ -9,10 +12,13 @@ import numpy as np
 import torch
 from torch import nn
 
+from aird.errors import ModelFileError
 from aird.io import atomic_path
+from aird.models.embedder import faces_to_tensor, module_fingerprint
 
 INPUT_NAME = "image"
 OUTPUT_NAME = "embedding"
+ONNX_HELP = "install the ONNX extras: pip install 'aird[onnx]'"
 
 
 def export_onnx(model: nn.Module, path: str | Path, input_size: int = 150, opset: int = 17) -> Path:
@@ -65,3 +71,98 @@ def onnx_max_abs_diff(model: nn.Module, path: str | Path, images: torch.Tensor) 
     finally:
         model.train(was_training)
     return float(np.abs(run_onnx(path, images) - expected).max())
+
+
+def export_model(model: str | Path, out: str | Path, opset: int = 17) -> Path:
+    """Export a student file (or a registered model by name, e.g. the teacher ``dlib_resnet``) to ONNX.
+
+    The graph's ``metadata_props`` keep what a runtime needs without aird's files: ``model`` (the
+    architecture), ``input_size``, ``input`` (what the pixels are), ``source`` and ``source_fingerprint``
+    (the weights it came from) and, for a student file with one, ``card`` (the model card, JSON).
+    """
+    from aird.models.registry import get_model, list_models
+    from aird.models.shipped import read_card
+    from aird.models.student import file_fingerprint, load_student
+
+    try:
+        import onnx
+    except ImportError:
+        raise ModelFileError(f"exporting to ONNX needs the onnx package; {ONNX_HELP}") from None
+    text = str(model)
+    if text.endswith(".safetensors"):
+        module, meta = load_student(text)
+        arch, size = meta["model"], int(meta["input_size"])
+        props = {"source": Path(text).name, "source_fingerprint": file_fingerprint(text)}
+        card = read_card(text)
+        if card:
+            props["card"] = json.dumps(card, sort_keys=True)
+    elif text in list_models():
+        module, arch = get_model(text).eval(), text
+        size = int(getattr(module, "input_size", 150))
+        props = {"source": text, "source_fingerprint": module_fingerprint(module)}
+    else:
+        raise ModelFileError(
+            f"{text}: not a student .safetensors file nor a registered model ({', '.join(list_models())})"
+        )
+    out = Path(out)
+    if out.suffix != ".onnx":
+        raise ModelFileError(f"{out}: the exported file must end in .onnx")
+    props = {
+        "model": arch,
+        "input_size": str(size),
+        "input": f"(batch, 3, {size}, {size}) float32 RGB pixels 0..255 (uint8 faces resized bicubic)",
+        **props,
+    }
+    with atomic_path(out) as tmp:
+        export_onnx(module, tmp, size, opset)
+        graph = onnx.load(str(tmp))
+        onnx.helper.set_model_props(graph, props)
+        onnx.save(graph, str(tmp))
+    return out
+
+
+class OnnxEmbedder:
+    """An exported graph on onnxruntime's CPU provider, with TorchEmbedder's preprocessing (same input path).
+
+    Its fingerprint hashes the file, so its cached embeddings never mix with the PyTorch model's;
+    ``source_fingerprint`` names the weights it was exported from (equal for both backends).
+    """
+
+    def __init__(self, path: str | Path, batch_size: int = 64, threads: int | None = None):
+        self.path = Path(path)
+        if not self.path.is_file():
+            raise ModelFileError(f"{self.path}: ONNX model file not found")
+        try:
+            import onnxruntime as ort
+        except ImportError:
+            raise ModelFileError(f"{self.path}: running an ONNX model needs onnxruntime; {ONNX_HELP}") from None
+        options = ort.SessionOptions()
+        if threads:
+            options.intra_op_num_threads = threads
+        try:
+            self.session = ort.InferenceSession(str(self.path), options, providers=["CPUExecutionProvider"])
+        except Exception as exc:  # onnxruntime raises its own error types for damaged graphs
+            raise ModelFileError(f"{self.path}: not a readable ONNX model ({exc})") from None
+        meta = dict(self.session.get_modelmeta().custom_metadata_map)
+        if "input_size" not in meta or [i.name for i in self.session.get_inputs()] != [INPUT_NAME]:
+            raise ModelFileError(f"{self.path}: not a face model exported by 'aird export' (no input_size metadata)")
+        self.metadata = meta
+        self.card: dict = json.loads(meta["card"]) if meta.get("card") else {}
+        self.name = self.path.stem
+        self.input_size = int(meta["input_size"])
+        self.batch_size = batch_size
+        self.source_fingerprint = meta.get("source_fingerprint")
+        self._fingerprint: str | None = None
+
+    def fingerprint(self) -> str:
+        if self._fingerprint is None:
+            digest = hashlib.sha1(self.path.read_bytes()).hexdigest()[:16]
+            self._fingerprint = f"{self.name}-onnx-{digest}-in{self.input_size}"
+        return self._fingerprint
+
+    def embed(self, faces: np.ndarray) -> np.ndarray:
+        out = []
+        for i in range(0, len(faces), self.batch_size):
+            x = faces_to_tensor(faces[i : i + self.batch_size], self.input_size).numpy()
+            out.append(self.session.run([OUTPUT_NAME], {INPUT_NAME: x})[0])
+        return np.concatenate(out) if out else np.zeros((0, 0), np.float32)

@@ -18,7 +18,12 @@ def model_names() -> list[str]:
 
 
 def load_embedder(name: str, batch_size: int = 64) -> Embedder:
-    """A registered model by name, or a student weights file written by ``aird distill``."""
+    """A registered model by name, a student weights file written by ``aird distill``, or a graph
+    written by ``aird export`` (``.onnx``, run on onnxruntime)."""
+    if name.endswith(".onnx"):
+        from aird.models.export import OnnxEmbedder
+
+        return OnnxEmbedder(name, batch_size)
     if name.endswith(".safetensors"):
         from aird.models.student import load_student
 

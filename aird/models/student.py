@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import hashlib
 from pathlib import Path
 
 import torch
@@ -13,15 +14,47 @@ from aird.io import atomic_path
 from aird.models.registry import get_model
 
 
-def save_student(path: str | Path, student: torch.nn.Module, model: str, input_size: int, **meta: str) -> None:
+# Stored weight types a student file may use; whatever is stored, the loaded module computes in float32.
+FLOAT_DTYPES = (torch.float32, torch.float16, torch.bfloat16)
+
+
+def save_student(
+    path: str | Path,
+    student: torch.nn.Module,
+    model: str,
+    input_size: int,
+    dtype: torch.dtype = torch.float32,
+    **meta: str,
+) -> None:
+    """Write the weights (floating tensors stored as ``dtype``, e.g. float16 to halve the file) and metadata."""
+    if dtype not in FLOAT_DTYPES:
+        raise ValueError(f"dtype must be one of {FLOAT_DTYPES}, got {dtype}")
     info = {"model": model, "input_size": str(input_size), **meta}
+    tensors = {
+        k: (v.detach().to(dtype) if v.is_floating_point() else v.detach()).contiguous()
+        for k, v in student.state_dict().items()
+    }
     with atomic_path(Path(path)) as tmp:
-        save_file({k: v.detach().contiguous() for k, v in student.state_dict().items()}, str(tmp), metadata=info)
+        save_file(tensors, str(tmp), metadata=info)
 
 
-def load_student(path: str | Path) -> tuple[torch.nn.Module, dict[str, str]]:
-    """The registered architecture named in the file, with the file's weights, in eval mode."""
-    path = Path(path)
+def weights_fingerprint(tensors: dict[str, torch.Tensor]) -> str:
+    """Hash of tensors exactly as stored (names, dtypes, shapes, bytes): equal files of weights, equal hash."""
+    h = hashlib.sha256()
+    for name in sorted(tensors):
+        t = tensors[name].detach().cpu().contiguous()
+        h.update(f"{name}|{t.dtype}|{tuple(t.shape)}|".encode())
+        # Viewed as bytes, since numpy has no bfloat16.
+        h.update(t.reshape(-1).view(torch.uint8).numpy().tobytes())
+    return h.hexdigest()[:16]
+
+
+def file_fingerprint(path: str | Path) -> str:
+    """``weights_fingerprint`` of a student file's stored tensors (its metadata, the card, is not hashed)."""
+    return weights_fingerprint(_read(Path(path))[1])
+
+
+def _read(path: Path) -> tuple[dict[str, str], dict[str, torch.Tensor]]:
     if not path.is_file():
         raise ModelFileError(f"{path}: student weights file not found")
     try:
@@ -30,9 +63,18 @@ def load_student(path: str | Path) -> tuple[torch.nn.Module, dict[str, str]]:
         weights = load_file(str(path))
     except Exception as exc:  # safetensors raises its own error types for damaged files
         raise ModelFileError(f"{path}: not a readable safetensors file ({exc})") from None
+    return meta, weights
+
+
+def load_student(path: str | Path) -> tuple[torch.nn.Module, dict[str, str]]:
+    """The registered architecture named in the file, with the file's weights, in float32 and eval mode
+    (whether the file stores float32, float16 or bfloat16)."""
+    path = Path(path)
+    meta, weights = _read(path)
     if "model" not in meta or "input_size" not in meta:
         raise ModelFileError(f"{path}: no aird metadata (model, input_size); save students with 'aird distill'")
-    model = get_model(meta["model"])
+    model = get_model(meta["model"]).float()
+    weights = {k: v.float() if v.is_floating_point() else v for k, v in weights.items()}
     try:
         model.load_state_dict(weights)
     except RuntimeError as exc:

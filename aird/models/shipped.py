@@ -1,0 +1,64 @@
+"""The student that ships inside the package, and the model card every student file may carry.
+
+The card is a JSON string under the ``card`` key of a student file's safetensors metadata (or of an
+exported ONNX graph's ``metadata_props``): architecture, input, trained resolutions, training pools,
+the LFW figures it reached and verification thresholds calibrated on LFW (see docs/shipped.md).
+"""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+from aird.errors import ModelFileError
+
+SHIPPED_PATH = Path(__file__).resolve().parent / "assets" / "aird_shipped.safetensors"
+SHIPPED_NAME = "aird-shipped"
+BUILD_COMMAND = "aird distill --config configs/shipped.yaml && python benchmarks/shipped.py --run runs/aird-shipped-all"
+
+
+def default_student_path() -> Path:
+    """The shipped student file; ModelFileError naming the command that builds it when it is absent."""
+    if not SHIPPED_PATH.is_file():
+        raise ModelFileError(
+            f"{SHIPPED_PATH}: the shipped student is not in this checkout; build it with: {BUILD_COMMAND} "
+            "(or pass --model with any student .safetensors written by 'aird distill')"
+        )
+    return SHIPPED_PATH
+
+
+def _metadata(path: Path) -> dict[str, str]:
+    if not path.is_file():
+        raise ModelFileError(f"{path}: model file not found")
+    if path.suffix == ".onnx":
+        try:
+            import onnx
+
+            model = onnx.load(str(path), load_external_data=False)
+        except ImportError:
+            raise ModelFileError(f"{path}: reading ONNX needs the onnx package (pip install 'aird[onnx]')") from None
+        except Exception as exc:  # onnx raises protobuf's DecodeError and others for damaged files
+            raise ModelFileError(f"{path}: not a readable ONNX file ({exc})") from None
+        return {p.key: p.value for p in model.metadata_props}
+    from safetensors import safe_open
+
+    try:
+        with safe_open(str(path), framework="pt") as fh:
+            return fh.metadata() or {}
+    except Exception as exc:  # safetensors raises its own error types for damaged files
+        raise ModelFileError(f"{path}: not a readable safetensors file ({exc})") from None
+
+
+def read_card(path: str | Path) -> dict:
+    """The model card of a student file (.safetensors) or an exported graph (.onnx); {} when it has none."""
+    path = Path(path)
+    text = _metadata(path).get("card")
+    if not text:
+        return {}
+    try:
+        card = json.loads(text)
+    except json.JSONDecodeError as exc:
+        raise ModelFileError(f"{path}: the model card in its metadata is not valid JSON ({exc})") from None
+    if not isinstance(card, dict):
+        raise ModelFileError(f"{path}: the model card in its metadata is not a JSON object")
+    return card

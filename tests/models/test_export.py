@@ -1,0 +1,92 @@
+"""ONNX export of student files: onnxruntime parity on real faces, the model card in the graph, clear errors."""
+
+import json
+
+import numpy as np
+import pytest
+import torch
+
+from aird.cli import main
+from aird.errors import ModelFileError
+from aird.models import get_model
+from aird.models.export import OnnxEmbedder, export_onnx
+from aird.models.load import load_embedder
+from aird.models.shipped import read_card
+from aird.models.student import file_fingerprint, save_student
+
+
+def cosine(a: np.ndarray, b: np.ndarray) -> np.ndarray:
+    return (a * b).sum(1) / np.linalg.norm(a, axis=1) / np.linalg.norm(b, axis=1)
+
+
+@pytest.fixture(scope="module")
+def student_file(tmp_path_factory):
+    """A teacher-initialised student stored in float16 with a card, as the shipped file is."""
+    path = tmp_path_factory.mktemp("student") / "tiny_student.safetensors"
+    card = {"name": "tiny-student", "input_size": 150, "thresholds": {"lr-lr": {"1e-3": 0.9}}, "fingerprint": "x"}
+    save_student(path, get_model("dlib_resnet_bn"), "dlib_resnet_bn", 150, dtype=torch.float16, card=json.dumps(card))
+    return path
+
+
+@pytest.fixture(scope="module")
+def real_faces(lfw_sample):
+    """Eight real LFW faces: aligned HR chips and the same faces degraded to 16 px (up-sampled to 150)."""
+    from aird.data.align import align_settings_for
+    from aird.data.chips import align_images
+    from aird.data.degrade import Degradation
+
+    chips = align_images(lfw_sample, align_settings_for("lfw"), progress=False)
+    lr = Degradation(res=16).batch(chips.chips, chips.digests)
+    return np.concatenate([chips.chips, lr])
+
+
+def test_student_export_parity_on_real_faces_and_card(student_file, real_faces, tmp_path, capsys):
+    out = tmp_path / "student.onnx"
+    assert main(["export", "--model", str(student_file), "--out", str(out)]) == 0
+    assert "tiny-student" in capsys.readouterr().out
+    assert read_card(out) == read_card(student_file)  # the card survives the export
+    onnx_emb = load_embedder(str(out))
+    torch_emb = load_embedder(str(student_file))
+    assert isinstance(onnx_emb, OnnxEmbedder) and onnx_emb.input_size == torch_emb.input_size == 150
+    assert onnx_emb.source_fingerprint == file_fingerprint(student_file)
+    assert onnx_emb.card["name"] == "tiny-student"
+    got, want = onnx_emb.embed(real_faces), torch_emb.embed(real_faces)
+    assert got.shape == want.shape == (16, 128)
+    assert cosine(got, want).min() >= 0.9999
+    one = onnx_emb.embed(real_faces[:1])  # dynamic batch: one face alone gives the same embedding
+    assert cosine(one, got[:1]).min() >= 0.99999
+    # A different file, a different cache key; the same file, the same key.
+    assert onnx_emb.fingerprint() != torch_emb.fingerprint()
+    assert onnx_emb.fingerprint() == OnnxEmbedder(out).fingerprint()
+
+
+def test_onnx_embedder_resizes_like_torch_embedder(tmp_path):
+    """A face of any size reaches the graph through the same resampling as the PyTorch model's."""
+    model = get_model("lr_light").eval()
+    path = tmp_path / "light.safetensors"
+    save_student(path, model, "lr_light", 16)
+    from aird.models.export import export_model
+
+    onnx_emb = OnnxEmbedder(export_model(path, tmp_path / "light.onnx"))
+    faces = np.random.default_rng(0).integers(0, 256, (4, 23, 23, 3), dtype=np.uint8)
+    np.testing.assert_allclose(onnx_emb.embed(faces), load_embedder(str(path)).embed(faces), atol=1e-4)
+
+
+def test_bad_onnx_files_are_clear_errors(tmp_path):
+    with pytest.raises(ModelFileError, match="not found"):
+        OnnxEmbedder(tmp_path / "missing.onnx")
+    junk = tmp_path / "junk.onnx"
+    junk.write_bytes(b"not a graph")
+    with pytest.raises(ModelFileError, match="not a readable ONNX model"):
+        OnnxEmbedder(junk)
+    with pytest.raises(ModelFileError, match="not a readable ONNX file"):
+        read_card(junk)
+    bare = export_onnx(get_model("lr_light"), tmp_path / "bare.onnx", 16)  # no aird metadata
+    with pytest.raises(ModelFileError, match="not a face model exported by 'aird export'"):
+        OnnxEmbedder(bare)
+    assert read_card(bare) == {}
+    with pytest.raises(ModelFileError, match="must end in .onnx"):
+        from aird.models.export import export_model
+
+        export_model("lr_light", tmp_path / "x.bin")
+    assert main(["export", "--model", "resnet9000", "--out", str(tmp_path / "x.onnx")]) == 2

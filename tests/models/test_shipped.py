@@ -1,0 +1,45 @@
+"""The shipped student's path and the model card of any student file."""
+
+import json
+
+import pytest
+
+from aird.errors import ModelFileError
+from aird.models import get_model, shipped
+from aird.models.shipped import default_student_path, read_card
+from aird.models.student import save_student
+
+
+def test_default_student_path_names_the_build_command_when_absent(tmp_path, monkeypatch):
+    monkeypatch.setattr(shipped, "SHIPPED_PATH", tmp_path / "assets" / "aird_shipped.safetensors")
+    with pytest.raises(ModelFileError, match="configs/shipped.yaml.*benchmarks/shipped.py"):
+        default_student_path()
+    save_student(shipped.SHIPPED_PATH, get_model("lr_light"), "lr_light", 16)
+    assert default_student_path() == shipped.SHIPPED_PATH
+
+
+def test_shipped_path_is_package_data():
+    assert shipped.SHIPPED_PATH.parent.name == "assets" and shipped.SHIPPED_PATH.suffix == ".safetensors"
+    from pathlib import Path
+
+    pyproject = (Path(__file__).resolve().parents[2] / "pyproject.toml").read_text()
+    assert '"assets/*.safetensors"' in pyproject
+
+
+def test_read_card(tmp_path):
+    model = get_model("lr_light")
+    plain, carded, broken = (tmp_path / f"{k}.safetensors" for k in ("plain", "carded", "broken"))
+    save_student(plain, model, "lr_light", 16)
+    assert read_card(plain) == {}
+    card = {"name": "tiny", "thresholds": {"lr-lr": {"1e-3": 0.5}}, "fingerprint": "abc"}
+    save_student(carded, model, "lr_light", 16, card=json.dumps(card))
+    assert read_card(carded) == card
+    save_student(broken, model, "lr_light", 16, card="{not json")
+    with pytest.raises(ModelFileError, match="model card .* not valid JSON"):
+        read_card(broken)
+    with pytest.raises(ModelFileError, match="not found"):
+        read_card(tmp_path / "missing.safetensors")
+    junk = tmp_path / "junk.safetensors"
+    junk.write_bytes(b"\x00" * 10)
+    with pytest.raises(ModelFileError, match="not a readable safetensors file"):
+        read_card(junk)
