@@ -146,7 +146,8 @@ def build_parser() -> argparse.ArgumentParser:
         type=Path,
         default=None,
         metavar="STUDENT",
-        help="a student .safetensors (default: the shipped student, aird/models/assets/aird_shipped.safetensors)",
+        help="a student .safetensors or its .onnx export (default: the shipped student, "
+        "aird/models/assets/aird_shipped.safetensors)",
     )
     co.add_argument("--res", type=int, nargs="+", default=[16, 12], choices=RESOLUTIONS, help="LR face sides in px")
     co.add_argument("--pairs", nargs="+", default=["lr-lr", "hr-lr"], choices=["lr-lr", "hr-lr"])

@@ -13,6 +13,7 @@ from typing import Sequence
 
 from aird.eval.runner import PAIR_MODES, SPLITS, EvalConfig, run_verification
 from aird.models.embedder import Embedder, TorchEmbedder
+from aird.models.export import OnnxEmbedder
 from aird.models.shipped import default_student_path, read_card
 from aird.models.student import load_student
 from aird.models.teacher import DlibTeacher
@@ -23,15 +24,19 @@ TAR_METRIC = "tar@far=1e-3"
 
 @dataclass
 class Student:
-    embedder: TorchEmbedder
+    embedder: TorchEmbedder | OnnxEmbedder
     path: Path
     card: dict
     method: str
 
 
 def load_student_embedder(path: str | Path | None = None, batch_size: int = 64) -> Student:
-    """A student file (default: the shipped one) as an embedder named by its card (else by the file name)."""
+    """A student file (default: the shipped one) as an embedder named by its card (else by the file name);
+    a graph written by ``aird export`` (.onnx) runs on onnxruntime under its file name."""
     path = Path(path) if path is not None else default_student_path()
+    if path.suffix == ".onnx":
+        graph = OnnxEmbedder(path, batch_size)
+        return Student(graph, path, graph.card, graph.card.get("method") or "student")
     module, meta = load_student(path)
     card = read_card(path)
     name = card.get("name") or path.stem

@@ -52,8 +52,8 @@ def test_compare_cli_on_real_pairs(data_root, tmp_path, capsys, monkeypatch):
     out = tmp_path / "compare.json"
     # Without --model: the shipped student (here the tiny run's file stands in for it).
     monkeypatch.setattr(shipped, "SHIPPED_PATH", run / "student.safetensors")
-    args = ["compare", "--pairs-file", str(pairs), "--data-root", str(data_root), "--out", str(out), "--quiet"]
-    assert main(args + ["--res", "16", "12"]) == 0
+    base = ["compare", "--pairs-file", str(pairs), "--data-root", str(data_root), "--quiet"]
+    assert main(base + ["--out", str(out), "--res", "16", "12"]) == 0
     text = capsys.readouterr().out
     assert "| 16 | lr-lr |" in text and "| 12 | hr-lr |" in text and "teacher = dlib_resnet" in text
     doc = json.loads(out.read_text())
@@ -68,6 +68,15 @@ def test_compare_cli_on_real_pairs(data_root, tmp_path, capsys, monkeypatch):
     # hr-lr: the student's HR side is the teacher, as deployed.
     assert cells["student", 16, "hr-lr"]["settings"]["gallery_model"] == "dlib_resnet"
     assert cells["student", 16, "hr-lr"]["settings"]["student_file"].endswith("student.safetensors")
+    # The same student exported to ONNX: the other backend gives the same figures.
+    graph = tmp_path / "student.onnx"
+    assert main(["export", "--model", str(run / "student.safetensors"), "--out", str(graph)]) == 0
+    onnx_out = tmp_path / "compare-onnx.json"
+    onnx_args = ["--model", str(graph), "--res", "16", "--pairs", "hr-lr", "--out", str(onnx_out)]
+    assert main(base + onnx_args) == 0
+    (rec,) = [r for r in json.loads(onnx_out.read_text())["records"] if r["model"] == "student"]
+    assert rec["settings"]["model_fingerprint"].startswith("student-onnx-")
+    assert rec["metrics"]["accuracy"] == cells["student", 16, "hr-lr"]["metrics"]["accuracy"]
     # A missing student is one clear line.
     assert main(["compare", "--model", str(tmp_path / "none.safetensors"), "--quiet"]) == 2
     assert "not found" in capsys.readouterr().err
