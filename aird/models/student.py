@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 from pathlib import Path
 
 import torch
@@ -13,8 +14,19 @@ from aird.io import atomic_path
 from aird.models.registry import get_model
 
 
-def save_student(path: str | Path, student: torch.nn.Module, model: str, input_size: int, **meta: str) -> None:
+def save_student(
+    path: str | Path,
+    student: torch.nn.Module,
+    model: str,
+    input_size: int,
+    method: str | None = None,
+    run: str | None = None,
+    **meta: str,
+) -> None:
+    """Write a student's weights with what rebuilds it (``model``, ``input_size``) and what names it in
+    result records: ``method`` (how it was trained: ``aird``, ``kd``, ...) and ``run`` (its run's name)."""
     info = {"model": model, "input_size": str(input_size), **meta}
+    info.update({k: v for k, v in (("method", method), ("run", run)) if v is not None})
     with atomic_path(Path(path)) as tmp:
         save_file({k: v.detach().contiguous() for k, v in student.state_dict().items()}, str(tmp), metadata=info)
 
@@ -38,3 +50,20 @@ def load_student(path: str | Path) -> tuple[torch.nn.Module, dict[str, str]]:
     except RuntimeError as exc:
         raise ModelFileError(f"{path}: weights do not fit model {meta['model']!r} ({exc})") from None
     return model.eval(), meta
+
+
+def student_provenance(path: str | Path, meta: dict[str, str]) -> tuple[str, str]:
+    """(run, method) of a student file, for result records.
+
+    ``run`` is the file's ``run`` metadata, else its folder's name (``runs/aird-A/student.safetensors``
+    -> ``aird-A``). ``method`` is the file's ``method`` metadata, else the method in the ``config`` that
+    older ``aird distill`` versions stored, else ``unknown``: a student is never reported as the teacher.
+    """
+    run = meta.get("run") or Path(path).resolve().parent.name
+    method = meta.get("method")
+    if not method and "config" in meta:
+        try:
+            method = json.loads(meta["config"]).get("method")
+        except (ValueError, AttributeError):
+            method = None
+    return run, str(method) if method else "unknown"
