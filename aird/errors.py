@@ -36,6 +36,7 @@ class OutputError(AirdError):
     """A file or folder aird must write (results, plots, cache) that cannot be written."""
 
     def __init__(self, message: str, path: str | Path | None = None, fix: str | None = None):
+        self.message = message
         self.path = None if path is None else Path(path)
         self.fix = fix
         super().__init__(_located(message, path, fix))

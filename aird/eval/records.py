@@ -145,8 +145,6 @@ def environment() -> dict:
 def load_records(path: str | Path) -> list[dict]:
     """Records of a results file, each checked; DataError names the file and the bad record."""
     path = Path(path)
-    if path.is_dir():
-        raise DataError("is a folder, not a results file", path, "give a file path such as <folder>/eval.json")
     try:
         data = json.loads(path.read_text(encoding="utf-8"))
     except FileNotFoundError:
@@ -208,8 +206,6 @@ def write_records(path: str | Path, records: Iterable[dict], command: str, merge
         dup = next(k for k in keys if keys.count(k) > 1)
         raise ValueError(f"two records with the same identity {dict(zip(IDENTITY_KEYS, dup))}")
     path = Path(path)
-    if path.is_dir():
-        raise OutputError("is a folder, not a results file", path, "give a file path such as <folder>/eval.json")
     with locked(path):
         merged = {identity(r): r for r in load_records(path)} if merge and path.exists() else {}
         merged.update(zip(keys, new))

@@ -211,7 +211,7 @@ def run_identification(
     )
     n_listed = len(split.probes)
     split = split.without_missing(chips.index())
-    if not len(split.probes):
+    if chips.skipped and not len(split.probes):
         raise DataError(
             f"no probe left after skipping {len(chips.skipped)} unreadable image(s) "
             f"(first: {chips.skipped[0].path}: {chips.skipped[0].reason})",
