@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import argparse
+import math
+import re
 import shlex
 import sys
 from pathlib import Path
@@ -32,6 +34,17 @@ def _folds(text: str) -> list[int]:
     if not out or min(out) < 1 or max(out) > 10:
         raise argparse.ArgumentTypeError(f"folds must lie in 1..10, got {text!r}")
     return sorted(out)
+
+
+def _finite(text: str) -> float:
+    """A float option: NaN and infinity pass every range check unnoticed, so they are refused here."""
+    try:
+        value = float(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"not a number: {text!r}") from None
+    if not math.isfinite(value):
+        raise argparse.ArgumentTypeError(f"must be a finite number, got {text!r}")
+    return value
 
 
 def _res(text: str) -> int | None:
@@ -68,7 +81,8 @@ def build_parser() -> argparse.ArgumentParser:
         default="dlib_resnet",
         metavar="MODEL",
         help=f"one of {', '.join(model_names())} (dlib = dlib-bin itself; dlib_resnet = its PyTorch "
-        "port, same output, faster), or a student .safetensors written by 'aird distill'",
+        "port, same output, faster), a student .safetensors written by 'aird distill', or random:<name> "
+        "for an architecture with untrained weights (a registry name without trained weights is an error)",
     )
     ev.add_argument("--benchmark", default="lfw", choices=["lfw", "orl"])
     ev.add_argument(
@@ -78,7 +92,9 @@ def build_parser() -> argparse.ArgumentParser:
     )
     ev.add_argument("--res", type=_res, default=16, help=f"LR face side in px, one of {list(RESOLUTIONS)}, or 'hr'")
     ev.add_argument("--pairs", default="lr-lr", choices=["lr-lr", "hr-lr"], help="verification: both LR, or HR vs LR")
-    ev.add_argument("--folds", type=_folds, default=list(range(1, 11)), help="LFW folds, e.g. 1-10 (default), 1-5")
+    ev.add_argument(
+        "--folds", type=_folds, default=None, help="LFW folds, e.g. 1-5 or 1,3 (default: every fold of the pairs file)"
+    )
     ev.add_argument(
         "--pairs-file",
         type=Path,
@@ -86,19 +102,19 @@ def build_parser() -> argparse.ArgumentParser:
         help="pairs in LFW's pairs.txt format (default: <data-root>/lfw/pairs.txt)",
     )
     ev.add_argument("--down", default="area", choices=sorted(INTERPOLATIONS), help="down-sampling interpolation")
-    ev.add_argument("--blur", type=float, default=0.0, help="Gaussian blur sigma (HR px) before down-sampling")
-    ev.add_argument("--noise", type=float, default=0.0, help="Gaussian noise std (grey levels) on the LR face")
+    ev.add_argument("--blur", type=_finite, default=0.0, help="Gaussian blur sigma (HR px) before down-sampling")
+    ev.add_argument("--noise", type=_finite, default=0.0, help="Gaussian noise std (grey levels) on the LR face")
     ev.add_argument("--jpeg", type=int, default=None, help="JPEG quality applied to the LR face")
     ev.add_argument("--grayscale", action="store_true", help="capture shift: a monochrome camera")
-    ev.add_argument("--gamma", type=float, default=1.0, help="capture shift: gamma > 1 darkens (low light)")
+    ev.add_argument("--gamma", type=_finite, default=1.0, help="capture shift: gamma > 1 darkens (low light)")
     ev.add_argument(
         "--adapt",
         default="off",
         choices=["off", "facebn-batch", "facebn-ema", "adabn", "facebn-alpha", "tent"],
         help="test-time adaptation of the model's batch norm (FaceBN; docs/facebn.md)",
     )
-    ev.add_argument("--momentum", type=float, default=0.1, help="facebn-ema: weight of each new batch")
-    ev.add_argument("--alpha", type=float, default=0.1, help="facebn-alpha: weight of the batch statistics")
+    ev.add_argument("--momentum", type=_finite, default=0.1, help="facebn-ema: weight of each new batch")
+    ev.add_argument("--alpha", type=_finite, default=0.1, help="facebn-alpha: weight of the batch statistics")
     ev.add_argument("--test-batch", type=int, default=32, help="faces per adaptation step (default: %(default)s)")
     ev.add_argument(
         "--head",
@@ -115,6 +131,13 @@ def build_parser() -> argparse.ArgumentParser:
         help="JSON results file; records are merged into it (default: %(default)s)",
     )
     ev.add_argument("--plots", type=Path, default=None, help="folder for ROC and score-distribution PNGs")
+    ev.add_argument(
+        "--on-bad-image",
+        choices=["error", "skip"],
+        default="error",
+        help="an image that cannot be read: stop with an error naming it (default, right for benchmarks), "
+        "or skip it and list it with its reason in the summary and the record (settings.skipped_images)",
+    )
     ev.add_argument("--quiet", action="store_true", help="no progress bars")
 
     di = sub.add_parser(
@@ -151,7 +174,9 @@ def build_parser() -> argparse.ArgumentParser:
     )
     co.add_argument("--res", type=int, nargs="+", default=[16, 12], choices=RESOLUTIONS, help="LR face sides in px")
     co.add_argument("--pairs", nargs="+", default=["lr-lr", "hr-lr"], choices=["lr-lr", "hr-lr"])
-    co.add_argument("--folds", type=_folds, default=list(range(1, 11)), help="LFW folds (default: all 10)")
+    co.add_argument(
+        "--folds", type=_folds, default=None, help="LFW folds (default: every fold of the pairs file, all 10)"
+    )
     co.add_argument("--pairs-file", type=Path, default=None, help="pairs in LFW's pairs.txt format")
     co.add_argument("--data-root", type=Path, default=None, help="folder holding lfw/ ($AIRD_DATA)")
     co.add_argument("--out", type=Path, default=Path("aird-results/compare.json"), help="JSON results file")
@@ -199,15 +224,25 @@ def _adapted(embedder, args: argparse.Namespace):
     return AdaptedEmbedder(embedder.module, embedder.name, args.adapt, embedder.input_size, args.test_batch, **kwargs)
 
 
+def _file_stem(text: str) -> str:
+    return re.sub(r"[^A-Za-z0-9._@-]+", "_", text)
+
+
 def cmd_eval(args: argparse.Namespace) -> int:
-    from aird.eval.records import write_records
+    from aird.eval.records import check_results_file, write_records
     from aird.eval.runner import EvalConfig, run_identification, run_verification
+    from aird.io import check_writable_folder
     from aird.models.load import load_embedder
 
     task = args.task or ("verification" if args.benchmark == "lfw" else "identification")
     if task == "verification" and args.benchmark != "lfw":
         raise AirdError(f"verification pairs exist for lfw only, not {args.benchmark}; use --task identification")
+    # Where the results go is checked before the evaluation, not after it.
+    check_results_file(args.out)
+    if args.plots:
+        check_writable_folder(args.plots, "--plots folder", "pass a folder (it is created) that can be written")
     embedder = load_embedder(args.model)
+    method = embedder.method
     gallery = None
     if args.adapt != "off":
         embedder, gallery = _adapted(embedder, args), embedder
@@ -225,7 +260,9 @@ def cmd_eval(args: argparse.Namespace) -> int:
         seed=args.seed,
         pairs_file=str(args.pairs_file) if args.pairs_file else None,
         out_size=getattr(embedder, "input_size", None),
+        method=method,
         adapt=args.adapt,
+        on_bad_image=args.on_bad_image,
     )
     progress = not args.quiet
     if task == "verification":
@@ -233,27 +270,41 @@ def cmd_eval(args: argparse.Namespace) -> int:
     else:
         result = run_identification(embedder, args.benchmark, cfg, args.data_root, progress, gallery_embedder=gallery)
     rec = result.record
-    write_records(args.out, [rec], command="aird " + shlex.join(args.argv))
+    settings = rec["settings"]
+    align = settings["alignment"]
+    # The figures go to the screen first: a results file that cannot be written loses nothing measured.
+    print(
+        f"{rec['benchmark']} {rec['task']} | model {rec['model']} ({rec['method']}) | {rec['res']} px | "
+        f"{rec['pairs'] or 'HR gallery, LR probes'} | split {rec['split']} | n={rec['n']}"
+    )
+    for key, value in rec["metrics"].items():
+        print(f"  {key:<16} {value:.4f}")
+    print(f"  no face detected in {align['no_face_detected']} of {align['images']} images (fallback box used)")
+    skipped = settings["skipped_images"]
+    if skipped:
+        dropped = settings.get("pairs_dropped", settings.get("probes_dropped"))
+        unit = "pairs" if "pairs_dropped" in settings else "probes"
+        print(f"  skipped {len(skipped)} image(s) that could not be read ({dropped} {unit} left out):")
+        for item in skipped:
+            print(f"    {item['path']}: {item['reason']}")
+    sys.stdout.flush()
+    try:
+        write_records(args.out, [rec], command="aird " + shlex.join(args.argv))
+    except AirdError as exc:
+        raise AirdError(f"{exc} (the figures above were not saved: rerun with another --out)") from None
+    print(f"record written to {args.out}")
     if args.plots and result.scores is not None:
         from aird.eval.plots import plot_roc, plot_score_distributions
 
         label = f"{rec['model']} {rec['res']} px {rec['pairs']}"
-        stem = f"{rec['benchmark']}-{rec['model']}-{rec['res']}-{rec['pairs']}"
+        stem = _file_stem(f"{rec['benchmark']}-{rec['model']}-{rec['res']}-{rec['pairs']}")
         plot_roc({label: (result.scores, result.labels)}, args.plots / f"roc-{stem}.png")
         plot_score_distributions(
             {label: (result.scores, result.labels)},
             args.plots / f"scores-{stem}.png",
             thresholds={label: result.threshold},
         )
-    align = rec["settings"]["alignment"]
-    print(
-        f"{rec['benchmark']} {rec['task']} | model {rec['model']} | {rec['res']} px | "
-        f"{rec['pairs'] or 'HR gallery, LR probes'} | split {rec['split']} | n={rec['n']}"
-    )
-    for key, value in rec["metrics"].items():
-        print(f"  {key:<16} {value:.4f}")
-    print(f"  no face detected in {align['no_face_detected']} of {align['images']} images (fallback box used)")
-    print(f"record written to {args.out}")
+        print(f"plots written to {args.plots}")
     return 0
 
 

@@ -9,16 +9,19 @@ class AirdError(Exception):
     """Base class of every error aird raises on purpose."""
 
 
+def _located(message: str, path: str | Path | None, fix: str | None) -> str:
+    text = message if path is None else f"{path}: {message}"
+    return f"{text} -- {fix}" if fix else text
+
+
 class DataError(AirdError, ValueError):
     """Bad or missing input data (image, folder, protocol file)."""
 
     def __init__(self, message: str, path: str | Path | None = None, fix: str | None = None):
+        self.message = message  # what is wrong, without the path and the fix
         self.path = None if path is None else Path(path)
         self.fix = fix
-        text = message if path is None else f"{path}: {message}"
-        if fix:
-            text += f" -- {fix}"
-        super().__init__(text)
+        super().__init__(_located(message, path, fix))
 
 
 class ConfigError(AirdError, ValueError):
@@ -27,3 +30,13 @@ class ConfigError(AirdError, ValueError):
 
 class ModelFileError(AirdError, ValueError):
     """A model file that cannot be read (wrong format, truncated, corrupt)."""
+
+
+class OutputError(AirdError):
+    """A file or folder aird must write (results, plots, cache) that cannot be written."""
+
+    def __init__(self, message: str, path: str | Path | None = None, fix: str | None = None):
+        self.message = message
+        self.path = None if path is None else Path(path)
+        self.fix = fix
+        super().__init__(_located(message, path, fix))

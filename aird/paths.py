@@ -8,7 +8,7 @@ from __future__ import annotations
 import os
 from pathlib import Path
 
-from aird.errors import DataError
+from aird.errors import DataError, OutputError
 
 LFW_HELP = (
     "set AIRD_DATA (or pass --data-root) to a folder holding lfw/lfw-deepfunneled/<Name>/<Name>_<NNNN>.jpg "
@@ -40,10 +40,21 @@ def data_root(root: str | Path | None = None) -> Path:
     return path
 
 
+CACHE_FIX = "set AIRD_CACHE to a writable folder (default ~/.cache/aird)"
+
+
 def cache_dir(sub: str | None = None) -> Path:
-    """AIRD_CACHE if set, else ``~/.cache/aird``; created on demand."""
+    """AIRD_CACHE if set, else ``~/.cache/aird``; created on demand. OutputError when it cannot be written."""
     env = os.environ.get("AIRD_CACHE")
     base = Path(env).expanduser() if env else Path.home() / ".cache" / "aird"
+    where = f"cache folder (AIRD_CACHE={env})" if env else "cache folder"
     path = base / sub if sub else base
-    path.mkdir(parents=True, exist_ok=True)
+    if base.exists() and not base.is_dir():
+        raise OutputError(f"{where} is a file, not a folder", base, CACHE_FIX)
+    try:
+        path.mkdir(parents=True, exist_ok=True)
+    except OSError as exc:
+        raise OutputError(f"{where} cannot be created ({exc.strerror or exc})", path, CACHE_FIX) from None
+    if not os.access(path, os.W_OK | os.X_OK):
+        raise OutputError(f"{where} is read-only", path, CACHE_FIX)
     return path

@@ -8,9 +8,9 @@ from aird.cli import main
 
 
 @pytest.fixture(scope="module")
-def small_pairs(data_root, tmp_path_factory):
+def small_pairs(lfw_view2, tmp_path_factory):
     """Two folds of 4 same + 4 different real LFW pairs, in pairs.txt format."""
-    lines = (data_root / "lfw" / "pairs.txt").read_text().splitlines()[1:]
+    lines = (lfw_view2 / "lfw" / "pairs.txt").read_text().splitlines()[1:]
     per_fold = 600
     body = ["2\t4"]
     for fold in range(2):
@@ -21,7 +21,7 @@ def small_pairs(data_root, tmp_path_factory):
     return path
 
 
-@pytest.mark.parametrize("model", ["dlib", "dlib_resnet"])
+@pytest.mark.parametrize("model", [pytest.param("dlib", marks=pytest.mark.slow), "dlib_resnet"])
 def test_eval_verification_end_to_end(data_root, small_pairs, tmp_path, capsys, model):
     out = tmp_path / "results.json"
     rc = main(
@@ -47,7 +47,9 @@ def test_eval_verification_end_to_end(data_root, small_pairs, tmp_path, capsys, 
     (rec,) = doc["records"]
     assert rec["benchmark"] == "lfw" and rec["task"] == "verification" and rec["model"] == model
     assert rec["res"] == 16 and rec["pairs"] == "lr-lr" and rec["n"] == 16 and rec["split"] == "custom:pairs_small.txt"
-    assert 0.5 <= rec["metrics"]["accuracy"] <= 1.0
+    # Chance is 0.5 (AUC 0.5); the teacher separates these 16 pairs fully even at 16 px (accuracy and AUC 1.0
+    # when measured), and an AUC >= 0.95 of 8 genuine vs 8 impostor pairs has odds below 1e-4 at chance.
+    assert rec["metrics"]["auc"] >= 0.95 and rec["metrics"]["accuracy"] >= 0.875
     assert rec["settings"]["degradation"]["res"] == 16 and rec["settings"]["alignment"]["images"] > 0
     assert "--pairs-file" in doc["command"]
     pngs = sorted(p.name for p in (tmp_path / "plots").glob("*.png"))
@@ -55,10 +57,11 @@ def test_eval_verification_end_to_end(data_root, small_pairs, tmp_path, capsys, 
     assert "accuracy" in capsys.readouterr().out
 
 
-def test_eval_orl_identification(data_root, tmp_path):
+@pytest.mark.slow
+def test_eval_orl_identification(orl_root, tmp_path):
     out = tmp_path / "orl.json"
     assert (
-        main(["eval", "--benchmark", "orl", "--res", "16", "--data-root", str(data_root), "--out", str(out), "--quiet"])
+        main(["eval", "--benchmark", "orl", "--res", "16", "--data-root", str(orl_root), "--out", str(out), "--quiet"])
         == 0
     )
     (rec,) = json.loads(out.read_text())["records"]
@@ -68,7 +71,7 @@ def test_eval_orl_identification(data_root, tmp_path):
 
 
 def test_bad_inputs_are_clear_errors(tmp_path, capsys):
-    assert main(["eval", "--data-root", str(tmp_path / "nowhere"), "--quiet"]) == 2
+    assert main(["eval", "--data-root", str(tmp_path / "nowhere"), "--out", str(tmp_path / "e.json"), "--quiet"]) == 2
     err = capsys.readouterr().err
     assert "nowhere" in err and "AIRD_DATA" in err
     with pytest.raises(SystemExit):
@@ -86,6 +89,7 @@ def test_help_lists_commands(capsys):
     assert "eval" in text and "examples" in text
 
 
+@pytest.mark.slow
 def test_eval_with_facebn_adaptation(data_root, small_pairs, tmp_path):
     from aird.models import get_model
     from aird.models.student import save_student

@@ -8,6 +8,7 @@ by (seed, sample key), so a face degrades the same way in every run, process and
 from __future__ import annotations
 
 import hashlib
+import math
 from dataclasses import asdict, dataclass, field
 from typing import Sequence
 
@@ -29,8 +30,11 @@ def _as_tuple(value, name: str) -> tuple:
 
 def _range(value, name: str) -> tuple[float, float]:
     lo, hi = (value, value) if isinstance(value, (int, float)) else tuple(value)
-    if lo < 0 or hi < lo:
-        raise ConfigError(f"{name} must be a value >= 0 or a range [low, high] with 0 <= low <= high, got {value!r}")
+    # Written so that NaN fails too (every comparison with NaN is false).
+    if not (0 <= lo <= hi < math.inf):
+        raise ConfigError(
+            f"{name} must be a finite value >= 0 or a range [low, high] with 0 <= low <= high, got {value!r}"
+        )
     return float(lo), float(hi)
 
 
@@ -79,8 +83,8 @@ class Degradation:
             lo, hi = _range(self.jpeg_quality, "jpeg_quality")
             if not 1 <= lo <= hi <= 100:
                 raise ConfigError(f"jpeg_quality must lie in 1..100, got {self.jpeg_quality!r}")
-        if self.gamma <= 0:
-            raise ConfigError(f"gamma must be positive, got {self.gamma}")
+        if not 0 < self.gamma < math.inf:
+            raise ConfigError(f"gamma must be a positive finite number, got {self.gamma}")
         if self.out_size is not None and self.out_size < 1:
             raise ConfigError(f"out_size must be positive, got {self.out_size}")
         object.__setattr__(self, "_resolutions", res)

@@ -6,6 +6,7 @@ from pathlib import Path
 
 from aird.data.images import is_image_file
 from aird.errors import DataError
+from aird.io import read_text
 
 CELEBA_DIR = "celeba-aligned"
 UTKFACE_DIR = "utkface/crop_part1"
@@ -18,7 +19,7 @@ def celeba_items(root: str | Path) -> tuple[list[Path], list[str]]:
     if not table.is_file():
         raise DataError("CelebA identity table not found", table, "expected <root>/celeba-aligned/identity.txt")
     paths, labels = [], []
-    for lineno, line in enumerate(table.read_text().splitlines(), start=1):
+    for lineno, line in enumerate(read_text(table, "CelebA identity table").splitlines(), start=1):
         fields = line.split()
         if not fields or fields == ["image", "identity"]:
             continue

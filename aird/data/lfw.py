@@ -9,6 +9,7 @@ import numpy as np
 
 from aird.data.folders import FaceFolder
 from aird.errors import DataError
+from aird.io import read_text
 from aird.paths import LFW_HELP
 
 LFW_IMAGES = "lfw/lfw-deepfunneled"
@@ -25,15 +26,14 @@ class PairList:
     fold: np.ndarray  # int (N,)
     left_identity: list[str]
     right_identity: list[str]
+    source: Path | None = None  # the pairs file, for messages
 
     def __len__(self) -> int:
         return len(self.left)
 
-    def subset(self, folds: list[int] | None) -> "PairList":
-        if folds is None:
-            return self
-        keep = np.isin(self.fold, folds)
-        idx = np.flatnonzero(keep)
+    def take(self, idx: np.ndarray | list[int]) -> "PairList":
+        """The pairs at positions ``idx``, in that order."""
+        idx = np.asarray(idx, dtype=int)
         return PairList(
             [self.left[i] for i in idx],
             [self.right[i] for i in idx],
@@ -41,7 +41,22 @@ class PairList:
             self.fold[idx],
             [self.left_identity[i] for i in idx],
             [self.right_identity[i] for i in idx],
+            self.source,
         )
+
+    def subset(self, folds: list[int] | None) -> "PairList":
+        """The pairs of ``folds``; DataError when a requested fold is not in the file."""
+        if folds is None:
+            return self
+        present = sorted(set(self.fold.tolist()))
+        missing = [f for f in folds if f not in present]
+        if missing:
+            raise DataError(
+                f"fold {missing[0]} is not in this pairs file, which has folds {present[0]}-{present[-1]}",
+                self.source,
+                f"choose folds within {present[0]}-{present[-1]} (--folds)",
+            )
+        return self.take(np.flatnonzero(np.isin(self.fold, folds)))
 
     def images(self) -> list[Path]:
         """Every distinct image of the pairs, in first-seen order."""
@@ -57,7 +72,7 @@ def read_pairs(pairs_file: str | Path, images_root: str | Path, check_files: boo
     pairs_file, images_root = Path(pairs_file), Path(images_root)
     if not pairs_file.is_file():
         raise DataError("pairs file not found", pairs_file, LFW_HELP)
-    lines = [ln for ln in pairs_file.read_text().splitlines() if ln.strip()]
+    lines = [ln for ln in read_text(pairs_file, "pairs file").splitlines() if ln.strip()]
     if not lines:
         raise DataError("pairs file is empty", pairs_file)
     try:
@@ -102,7 +117,7 @@ def read_pairs(pairs_file: str | Path, images_root: str | Path, check_files: boo
         rid.append(b)
         same.append(is_same)
         fold.append(k // (2 * per_fold) + 1)
-    return PairList(left, right, np.array(same), np.array(fold), lid, rid)
+    return PairList(left, right, np.array(same), np.array(fold), lid, rid, pairs_file)
 
 
 @dataclass

@@ -11,7 +11,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Sequence
 
-from aird.eval.runner import PAIR_MODES, SPLITS, EvalConfig, run_verification
+from aird.eval.runner import PAIR_MODES, EvalConfig, run_verification
 from aird.models.embedder import Embedder, TorchEmbedder
 from aird.models.export import OnnxEmbedder
 from aird.models.shipped import default_student_path, read_card
@@ -58,7 +58,7 @@ def compare_to_teacher(
     (teacher first in each cell), on every pair of ``folds`` (default: all 6,000)."""
     s = load_student_embedder(student)
     teacher = teacher or DlibTeacher("torch")
-    folds = list(folds) if folds else list(SPLITS["all"])
+    folds = list(folds) if folds else None  # None: every fold of the pairs file
     common = dict(folds=folds, pairs_file=str(pairs_file) if pairs_file else None)
     records = []
     for r in res:

@@ -25,6 +25,27 @@ class IdentificationSplit:
     probes: np.ndarray
     unknown: np.ndarray
 
+    def without_missing(self, index: dict[Path, int]) -> "IdentificationSplit":
+        """The split over the images in ``index`` only (those aligned), in the same order.
+
+        A probe whose person lost their gallery image is left out too: it could never be matched.
+        """
+        keep = [i for i, p in enumerate(self.paths) if p in index]
+        if len(keep) == len(self.paths):
+            return self
+        row = {old: new for new, old in enumerate(keep)}
+        gallery = [i for i in self.gallery if i in row]
+        people = {self.labels[i] for i in gallery}
+        probes = [i for i in self.probes if i in row and self.labels[i] in people]
+        unknown = [i for i in self.unknown if i in row]
+        return IdentificationSplit(
+            [self.paths[i] for i in keep],
+            [self.labels[i] for i in keep],
+            np.array([row[i] for i in gallery], int),
+            np.array([row[i] for i in probes], int),
+            np.array([row[i] for i in unknown], int),
+        )
+
     def describe(self) -> dict:
         return {"gallery": len(self.gallery), "probes": len(self.probes), "unknown_probes": len(self.unknown)}
 

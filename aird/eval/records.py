@@ -18,14 +18,15 @@ from typing import Any
 
 import numpy as np
 
-from aird.errors import DataError
-from aird.io import write_json
+from aird.errors import DataError, OutputError
+from aird.io import check_writable_folder, locked, os_reason, write_json
 
 TASKS = ("verification", "identification")
 # Fields that together name what a record measured: a later record with the same key replaces it.
 IDENTITY_KEYS = ("benchmark", "task", "model", "method", "adapt", "res", "pairs", "split")
 REQUIRED_KEYS = IDENTITY_KEYS + ("n", "metrics", "settings")
 TIMING_METRICS = ("faces_per_s", "p50_ms", "p99_ms")
+RESULTS_FIX = "repair or move the file, or write to another one"
 
 
 def _is_timing(key: str) -> bool:
@@ -145,30 +146,53 @@ def load_records(path: str | Path) -> list[dict]:
     """Records of a results file, each checked; DataError names the file and the bad record."""
     path = Path(path)
     try:
-        data = json.loads(path.read_text())
+        data = json.loads(path.read_text(encoding="utf-8"))
     except FileNotFoundError:
         raise DataError("results file does not exist", path) from None
+    except OSError as e:
+        raise DataError(f"cannot read the results file ({os_reason(e)})", path) from None
+    except UnicodeDecodeError:
+        raise DataError("not a results file (not UTF-8 text)", path, RESULTS_FIX) from None
     except json.JSONDecodeError as e:
-        raise DataError(f"not valid JSON ({e})", path) from None
+        raise DataError(f"not valid JSON ({e})", path, RESULTS_FIX) from None
     if not isinstance(data, dict) or not isinstance(data.get("records"), list):
-        raise DataError('not a results file: expected {"records": [...], "command": "..."}', path)
+        raise DataError('not a results file: expected {"records": [...], "command": "..."}', path, RESULTS_FIX)
     records = []
     for i, r in enumerate(data["records"]):
         if not isinstance(r, dict):
-            raise DataError(f"record {i} is not an object", path)
+            raise DataError(f"record {i} is not an object", path, RESULTS_FIX)
         try:
             records.append(make_record(**r))
         except ValueError as e:
-            raise DataError(f"record {i}: {e}", path) from None
+            raise DataError(f"record {i}: {e}", path, RESULTS_FIX) from None
     return records
+
+
+def check_results_file(path: str | Path) -> None:
+    """Fail now, before any work is done, if records could not be merged into ``path`` later.
+
+    A folder, a read-only file, a file that is not a valid results file (never silently replaced)
+    and a folder that cannot be created or written are each an error naming the path.
+    """
+    path = Path(path)
+    if path.is_dir():
+        raise OutputError("is a folder, not a results file", path, "give a file path such as <folder>/eval.json")
+    if path.exists():
+        if not os.access(path, os.W_OK):
+            raise OutputError("results file is read-only", path, "make it writable or choose another file")
+        load_records(path)
+    check_writable_folder(path.parent, "folder for the results file", "choose another results file (--out)")
 
 
 def write_records(path: str | Path, records: Iterable[dict], command: str, merge: bool = True) -> list[dict]:
     """Write records atomically; with ``merge``, keep the file's other records and replace same-key ones.
 
-    Records keep the file's order, replaced ones in place and new ones appended. Because a merged
-    file mixes runs, each new record also keeps ``command`` in ``settings["command"]`` unless set;
-    the file's top-level ``command`` is the latest. Returns the records written.
+    The read-merge-write holds an inter-process lock on ``path`` (``aird.io.locked``), so concurrent
+    writers (parallel benchmarks, two ``aird eval`` runs) all land. Records keep the file's order,
+    replaced ones in place and new ones appended. Because a merged file mixes runs, each new record
+    also keeps ``command`` in ``settings["command"]`` unless set; the file's top-level ``command`` is
+    the latest. A file that exists but is not a valid results file is an error, never overwritten.
+    Returns the records written.
     """
     if not isinstance(command, str) or not command:
         raise ValueError("command must be the non-empty command line that reproduces these records")
@@ -182,10 +206,11 @@ def write_records(path: str | Path, records: Iterable[dict], command: str, merge
         dup = next(k for k in keys if keys.count(k) > 1)
         raise ValueError(f"two records with the same identity {dict(zip(IDENTITY_KEYS, dup))}")
     path = Path(path)
-    merged = {identity(r): r for r in load_records(path)} if merge and path.exists() else {}
-    merged.update(zip(keys, new))
-    out = list(merged.values())
-    write_json(path, {"records": out, "command": command})
+    with locked(path):
+        merged = {identity(r): r for r in load_records(path)} if merge and path.exists() else {}
+        merged.update(zip(keys, new))
+        out = list(merged.values())
+        write_json(path, {"records": out, "command": command})
     return out
 
 

@@ -3,15 +3,16 @@
 from __future__ import annotations
 
 import time
-from dataclasses import asdict, dataclass, field
+from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Literal
 
 import numpy as np
 
 from aird.data.align import align_settings_for
-from aird.data.chips import ChipSet, align_images
+from aird.data.chips import ChipSet, SkippedImage, align_images
 from aird.data.degrade import Degradation
+from aird.errors import ConfigError, DataError
 from aird.eval.metrics import cosine_similarity, identification_metrics, similarity_matrix, verification_metrics
 from aird.eval.protocols import lfw_identification, lfw_pairs, orl_identification
 from aird.eval.records import environment, make_record
@@ -20,6 +21,27 @@ from aird.paths import data_root as resolve_data_root
 
 PAIR_MODES = ("lr-lr", "hr-lr")
 SPLITS = {"all": list(range(1, 11)), "A": [1, 2, 3, 4, 5], "B": [6, 7, 8, 9, 10]}
+
+
+def _check_folds(folds: np.ndarray, skipped: list[SkippedImage] | None = None) -> None:
+    """The LFW protocol picks each fold's threshold on the other folds: it needs two or more."""
+    present = sorted(set(np.asarray(folds).tolist()))
+    if len(present) >= 2:
+        return
+    if skipped:
+        raise DataError(
+            f"only {len(present)} fold(s) keep pairs after skipping {len(skipped)} unreadable image(s) "
+            f"(first: {skipped[0].path}: {skipped[0].reason}); verification needs two folds to choose thresholds",
+            fix="fix or replace the unreadable images, or evaluate more folds (--folds)",
+        )
+    raise ConfigError(
+        f"folds {present}: verification chooses each fold's threshold on the other folds, so it needs at "
+        "least two folds; pass e.g. --folds 1-2 (folds=[1, 2])"
+    )
+
+
+def _method(embedder: Embedder, cfg: EvalConfig) -> str:
+    return cfg.method or getattr(embedder, "method", None) or "unknown"
 
 
 def split_name(folds: list[int]) -> str:
@@ -35,7 +57,7 @@ class EvalConfig:
 
     res: int | None = 16  # None: HR chips, no degradation
     pairs: Literal["lr-lr", "hr-lr"] = "lr-lr"
-    folds: list[int] = field(default_factory=lambda: list(range(1, 11)))
+    folds: list[int] | None = None  # verification folds; None: every fold of the pairs file
     down: str = "area"
     up: str = "bicubic"
     blur_sigma: float = 0.0
@@ -46,10 +68,13 @@ class EvalConfig:
     seed: int = 0
     chip_size: int = 150
     out_size: int | None = None  # side the LR face is up-sampled to (default: chip_size)
-    method: str = "teacher"
+    # How the model was obtained (a record's "method"); None: the embedder's own ``method`` attribute
+    # (the teacher's is "teacher", load_embedder sets one for every model), else "unknown", never a guess.
+    method: str | None = None
     adapt: str = "off"
     n_unknown: int = 1000
     pairs_file: str | None = None  # another pairs file in LFW's format (default: the data root's pairs.txt)
+    on_bad_image: str = "error"  # or "skip": leave unreadable images (and their pairs / probes) out, listed
 
     def degradation(self) -> Degradation | None:
         if self.res is None:
@@ -84,6 +109,8 @@ def _settings(embedder: Embedder, cfg: EvalConfig, chips: ChipSet, root: Path, s
         "adaptation": embedder.settings() if hasattr(embedder, "settings") else {"adapter": "off"},
         "degradation": deg.settings() if deg else None,
         "alignment": {**asdict(chips.settings), "images": len(chips.paths), "no_face_detected": chips.n_fallback},
+        "on_bad_image": cfg.on_bad_image,
+        "skipped_images": [s.as_dict() for s in chips.skipped],
         "data_root": str(root),
         "seed": cfg.seed,
         **extra,
@@ -107,15 +134,21 @@ def run_verification(
     if cfg.pairs not in PAIR_MODES:
         raise ValueError(f"unknown pair mode {cfg.pairs!r}; choose from {list(PAIR_MODES)}")
     started = time.time()
+    deg = cfg.degradation()  # checks every degradation setting before any work
     root = resolve_data_root(root)
     pairs = lfw_pairs(root, cfg.folds, cfg.pairs_file)
+    _check_folds(pairs.fold)
+    chips = align_images(
+        pairs.images(), align_settings_for("lfw", cfg.chip_size), progress=progress, on_bad_image=cfg.on_bad_image
+    )
+    index = chips.index()
+    n_listed = len(pairs)
+    if chips.skipped:
+        pairs = pairs.take([k for k, (a, b) in enumerate(zip(pairs.left, pairs.right)) if a in index and b in index])
+        _check_folds(pairs.fold, skipped=chips.skipped)
     folds = sorted(set(pairs.fold.tolist()))
-    images = pairs.images()
-    chips = align_images(images, align_settings_for("lfw", cfg.chip_size), progress=progress)
-    index = {p: i for i, p in enumerate(images)}
     left = np.array([index[p] for p in pairs.left])
     right = np.array([index[p] for p in pairs.right])
-    deg = cfg.degradation()
     probe = embed_chips(embedder, chips, deg, progress, desc=f"embedding {cfg.res or 'HR'} px")
     hr_model = gallery_embedder or embedder
     gallery = (
@@ -129,7 +162,7 @@ def run_verification(
         benchmark="lfw",
         task="verification",
         model=embedder.name,
-        method=cfg.method,
+        method=_method(embedder, cfg),
         adapt=cfg.adapt,
         res=cfg.res or cfg.chip_size,
         pairs=cfg.pairs if deg else "hr-hr",
@@ -147,6 +180,7 @@ def run_verification(
                 "gallery_model": hr_model.name if cfg.pairs == "hr-lr" else None,
                 "pairs_file": str(cfg.pairs_file or root / "lfw/pairs.txt"),
                 "threshold_mean": threshold,
+                "pairs_dropped": n_listed - len(pairs),  # pairs with a skipped image
                 "score": "cosine",
             },
         ),
@@ -164,6 +198,7 @@ def run_identification(
 ) -> EvalResult:
     """Closed-set CMC (and open-set DIR where the protocol has unknown probes): HR gallery, LR probes."""
     started = time.time()
+    deg = cfg.degradation()  # checks every degradation setting before any work
     root = resolve_data_root(root)
     if benchmark == "lfw":
         split = lfw_identification(root, n_unknown=cfg.n_unknown, seed=cfg.seed)
@@ -171,9 +206,18 @@ def run_identification(
         split = orl_identification(root)
     else:
         raise ValueError(f"unknown identification benchmark {benchmark!r}; choose from ['lfw', 'orl']")
-    chips = align_images(split.paths, align_settings_for(benchmark, cfg.chip_size), progress=progress)
+    chips = align_images(
+        split.paths, align_settings_for(benchmark, cfg.chip_size), progress=progress, on_bad_image=cfg.on_bad_image
+    )
+    n_listed = len(split.probes)
+    split = split.without_missing(chips.index())
+    if chips.skipped and not len(split.probes):
+        raise DataError(
+            f"no probe left after skipping {len(chips.skipped)} unreadable image(s) "
+            f"(first: {chips.skipped[0].path}: {chips.skipped[0].reason})",
+            fix="fix or replace the unreadable images",
+        )
     labels = np.array(split.labels)
-    deg = cfg.degradation()
     hr_model = gallery_embedder or embedder
     hr = embed_chips(hr_model, chips, None, progress, desc="embedding HR")
     lr = hr if deg is None else embed_chips(embedder, chips, deg, progress, desc=f"embedding {cfg.res} px")
@@ -185,7 +229,7 @@ def run_identification(
         benchmark=benchmark,
         task="identification",
         model=embedder.name,
-        method=cfg.method,
+        method=_method(embedder, cfg),
         adapt=cfg.adapt,
         res=cfg.res or cfg.chip_size,
         pairs=None,
@@ -198,7 +242,12 @@ def run_identification(
             chips,
             root,
             started,
-            {"protocol": split.describe(), "gallery_model": hr_model.name, "score": "cosine"},
+            {
+                "protocol": split.describe(),
+                "gallery_model": hr_model.name,
+                "probes_dropped": n_listed - len(split.probes),  # skipped, or their person's gallery image was
+                "score": "cosine",
+            },
         ),
     )
     return EvalResult(record)

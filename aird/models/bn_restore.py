@@ -14,6 +14,8 @@ function, for any m and v. In train mode it normalises with batch statistics, as
 from __future__ import annotations
 
 import copy
+import zipfile
+import zlib
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Iterable, Iterator, Mapping
@@ -145,7 +147,7 @@ def load_bn_stats(path: str | Path = BN_STATS_ASSET) -> tuple[dict[str, ChannelS
     try:
         with np.load(path) as z:
             arrays = {key: z[key] for key in z.files}
-    except (OSError, ValueError, EOFError) as err:
+    except (OSError, ValueError, EOFError, zipfile.BadZipFile, zlib.error) as err:  # missing, truncated, corrupt
         raise ModelFileError(f"{path}: cannot read batch-norm statistics: {err}") from None
     stats, meta = {}, {}
     for key, value in arrays.items():

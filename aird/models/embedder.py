@@ -13,7 +13,7 @@ from tqdm.auto import tqdm
 
 from aird.data.chips import ChipSet
 from aird.data.degrade import Degradation
-from aird.io import atomic_path
+from aird.io import atomic_path, read_npz_cache
 from aird.paths import cache_dir
 
 
@@ -57,9 +57,11 @@ class TorchEmbedder:
         batch_size: int = 64,
         frozen: bool = True,
         device: str | torch.device = "cpu",
+        method: str = "unknown",
     ):
         self.module = module.to(device).eval()
         self.name = name
+        self.method = method  # how the weights were obtained (a record's "method"): teacher, aird, kd, ...
         self.input_size = input_size
         self.batch_size = batch_size
         self.frozen = frozen
@@ -94,12 +96,9 @@ class EmbeddingCache:
         self.path = base / model_fingerprint / f"{transform_key}.npz"
         self._store: dict[str, np.ndarray] = {}
         self._dirty = False
-        if self.path.is_file():
-            try:
-                with np.load(self.path) as z:
-                    self._store = dict(zip(z["keys"].tolist(), z["vectors"]))
-            except (OSError, ValueError, KeyError, EOFError):
-                self._store = {}  # a damaged cache is rebuilt, never trusted
+        z = read_npz_cache(self.path, ("keys", "vectors"))  # None when absent or damaged: rebuilt, never trusted
+        if z is not None and len(z["keys"]) == len(z["vectors"]):
+            self._store = dict(zip(z["keys"].tolist(), z["vectors"]))
 
     def missing(self, keys: Sequence[str]) -> list[int]:
         return [i for i, k in enumerate(keys) if k not in self._store]

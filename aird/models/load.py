@@ -5,12 +5,15 @@ from __future__ import annotations
 from pathlib import Path
 
 from aird.errors import ConfigError
-from aird.models.embedder import Embedder, TorchEmbedder
-from aird.models.registry import get_model, list_models
+from aird.models.embedder import Embedder, TorchEmbedder, module_fingerprint
+from aird.models.registry import get_model, has_trained_weights, list_models
 from aird.models.teacher import DlibTeacher
 
 # "dlib" is dlib-bin itself, not a torch module, so it sits beside the registry's names.
 EXTRA_MODELS = ("dlib",)
+# Prefix that asks for a registered architecture with random weights, on purpose (a baseline, a smoke test).
+RANDOM_PREFIX = "random:"
+UNTRAINED_METHOD = "untrained"
 
 
 def model_names() -> list[str]:
@@ -18,22 +21,56 @@ def model_names() -> list[str]:
 
 
 def load_embedder(name: str, batch_size: int = 64) -> Embedder:
-    """A registered model by name, a student weights file written by ``aird distill``, or a graph
-    written by ``aird export`` (``.onnx``, run on onnxruntime)."""
+    """An embedder by name; its ``method`` attribute says how its weights were obtained.
+
+    - ``dlib``, ``dlib_resnet``, ``dlib_resnet_bn``: the teacher (dlib's trained weights), method ``teacher``.
+    - ``<file>.safetensors`` written by ``aird distill``: named ``<run>@<weights fingerprint>`` and with
+      the file's method (see :func:`aird.models.student.student_provenance`), so students of two runs or
+      splits never share a name.
+    - ``<file>.onnx`` written by ``aird export``: run on onnxruntime.
+    - ``random:<name>``: a registered architecture with random weights, method ``untrained``. A plain
+      registry name without trained weights (``lr_light``) is an error: it would evaluate noise silently.
+    """
     if name.endswith(".onnx"):
         from aird.models.export import OnnxEmbedder
 
         return OnnxEmbedder(name, batch_size)
     if name.endswith(".safetensors"):
-        from aird.models.student import load_student
-
-        module, meta = load_student(name)
-        return TorchEmbedder(module, Path(name).stem, int(meta["input_size"]), batch_size)
+        return _student(Path(name), batch_size)
     if name == "dlib":
         return DlibTeacher("dlib")
     if name == "dlib_resnet":
         return DlibTeacher("torch", batch_size=batch_size)
-    if name not in list_models():
-        raise ConfigError(f"unknown model {name!r}; choose one of: {', '.join(model_names())}")
-    module = get_model(name)
-    return TorchEmbedder(module, name, getattr(module, "input_size", None), batch_size)
+    untrained = name.startswith(RANDOM_PREFIX)
+    arch = name[len(RANDOM_PREFIX) :] if untrained else name
+    if arch not in list_models():
+        raise ConfigError(
+            f"unknown model {arch!r}; choose one of: {', '.join(model_names())}, a student .safetensors file, "
+            f"or {RANDOM_PREFIX}<name> for untrained weights"
+        )
+    if untrained and has_trained_weights(arch):
+        raise ConfigError(f"model {arch!r} loads dlib's trained weights; drop the {RANDOM_PREFIX!r} prefix")
+    if not untrained and not has_trained_weights(arch):
+        raise ConfigError(
+            f"model {arch!r} has no trained weights (the registry builds it randomly initialised): evaluate a "
+            f"trained student file (runs/<run>/student.safetensors), or pass --model {RANDOM_PREFIX}{arch} "
+            "to evaluate the untrained network on purpose"
+        )
+    module = get_model(arch)
+    return TorchEmbedder(
+        module,
+        name,
+        getattr(module, "input_size", None),
+        batch_size,
+        method=UNTRAINED_METHOD if untrained else "teacher",
+    )
+
+
+def _student(path: Path, batch_size: int) -> TorchEmbedder:
+    from aird.models.student import load_student, student_provenance
+
+    module, meta = load_student(path)
+    run, method = student_provenance(path, meta)
+    return TorchEmbedder(
+        module, f"{run}@{module_fingerprint(module)[:8]}", int(meta["input_size"]), batch_size, method=method
+    )

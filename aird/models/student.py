@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import hashlib
+import json
 from pathlib import Path
 
 import torch
@@ -24,12 +25,17 @@ def save_student(
     model: str,
     input_size: int,
     dtype: torch.dtype = torch.float32,
+    method: str | None = None,
+    run: str | None = None,
     **meta: str,
 ) -> None:
-    """Write the weights (floating tensors stored as ``dtype``, e.g. float16 to halve the file) and metadata."""
+    """Write a student's weights (floating tensors stored as ``dtype``, e.g. float16 to halve the file) with
+    what rebuilds it (``model``, ``input_size``) and what names it in result records: ``method`` (how it
+    was trained: ``aird``, ``kd``, ...) and ``run`` (its run's name)."""
     if dtype not in FLOAT_DTYPES:
         raise ValueError(f"dtype must be one of {FLOAT_DTYPES}, got {dtype}")
     info = {"model": model, "input_size": str(input_size), **meta}
+    info.update({k: v for k, v in (("method", method), ("run", run)) if v is not None})
     tensors = {
         k: (v.detach().to(dtype) if v.is_floating_point() else v.detach()).contiguous()
         for k, v in student.state_dict().items()
@@ -80,3 +86,20 @@ def load_student(path: str | Path) -> tuple[torch.nn.Module, dict[str, str]]:
     except RuntimeError as exc:
         raise ModelFileError(f"{path}: weights do not fit model {meta['model']!r} ({exc})") from None
     return model.eval(), meta
+
+
+def student_provenance(path: str | Path, meta: dict[str, str]) -> tuple[str, str]:
+    """(run, method) of a student file, for result records.
+
+    ``run`` is the file's ``run`` metadata, else its folder's name (``runs/aird-A/student.safetensors``
+    -> ``aird-A``). ``method`` is the file's ``method`` metadata, else the method in the ``config`` that
+    older ``aird distill`` versions stored, else ``unknown``: a student is never reported as the teacher.
+    """
+    run = meta.get("run") or Path(path).resolve().parent.name
+    method = meta.get("method")
+    if not method and "config" in meta:
+        try:
+            method = json.loads(meta["config"]).get("method")
+        except (ValueError, AttributeError):
+            method = None
+    return run, str(method) if method else "unknown"

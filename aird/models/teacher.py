@@ -20,6 +20,8 @@ class DlibTeacher:
     port in ``aird.models.dlib_resnet`` (same output to cosine 0.9999, batched, much faster).
     """
 
+    method = "teacher"
+
     def __init__(self, backend: str = "torch", batch_size: int = 64):
         if backend not in BACKENDS:
             raise ConfigError(f"unknown teacher backend {backend!r}; choose from {list(BACKENDS)}")
@@ -33,7 +35,9 @@ class DlibTeacher:
         else:
             from aird.models.registry import get_model
 
-            self._torch = TorchEmbedder(get_model("dlib_resnet"), "dlib_resnet", DLIB_INPUT_SIZE, batch_size)
+            self._torch = TorchEmbedder(
+                get_model("dlib_resnet"), "dlib_resnet", DLIB_INPUT_SIZE, batch_size, method="teacher"
+            )
 
     def fingerprint(self) -> str:
         # dlib's file is fixed by the pinned package; the port is fingerprinted by its weights.

@@ -25,9 +25,9 @@ def test_real_lfw_faces_align(aligner, lfw_sample):
         assert 40 < face.chip[50:100, 50:100].mean() < 230
 
 
-def test_real_orl_faces_align(data_root):
+def test_real_orl_faces_align(orl_root):
     orl = FaceAligner(align_settings_for("orl"))
-    paths = [data_root / "orl" / f"s{k}" / "1.pgm" for k in (1, 2, 3)]
+    paths = [orl_root / "orl" / f"s{k}" / "1.pgm" for k in (1, 2, 3)]
     faces = [orl.align(load_rgb(p), p) for p in paths]
     assert all(f.chip.shape == (150, 150, 3) for f in faces)
     assert sum(f.detected for f in faces) >= 2

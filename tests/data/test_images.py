@@ -8,8 +8,8 @@ from aird.data.orl import load_orl
 from aird.errors import DataError
 
 
-def test_grayscale_pgm_becomes_rgb(data_root):
-    img = load_rgb(data_root / "orl" / "s1" / "1.pgm")
+def test_grayscale_pgm_becomes_rgb(orl_root):
+    img = load_rgb(orl_root / "orl" / "s1" / "1.pgm")
     assert img.shape == (112, 92, 3) and img.dtype == np.uint8
     assert (img[..., 0] == img[..., 1]).all() and (img[..., 1] == img[..., 2]).all()
 
@@ -68,8 +68,8 @@ def test_empty_root_and_missing_root(tmp_path):
         FaceFolder.scan(tmp_path / "nope")
 
 
-def test_orl_layout(data_root):
-    orl = load_orl(data_root)
+def test_orl_layout(orl_root):
+    orl = load_orl(orl_root)
     assert len(orl) == 400 and len(orl.identities) == 40
     s1 = orl.by_identity()["s1"]
     assert [p.path.name for p in s1][:3] == ["1.pgm", "2.pgm", "3.pgm"] and s1[-1].path.name == "10.pgm"

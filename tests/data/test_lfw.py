@@ -8,8 +8,8 @@ from aird.errors import DataError
 
 
 @pytest.fixture(scope="module")
-def pairs(data_root):
-    return LFW(data_root).pairs()
+def pairs(lfw_view2):
+    return LFW(lfw_view2).pairs()
 
 
 def test_real_pairs_file_has_view2_shape(pairs):

@@ -59,6 +59,7 @@ def test_parity_with_dlib_on_real_faces(port, chips):
     np.testing.assert_allclose(got, want, atol=1e-4)
 
 
+@pytest.mark.slow
 def test_uint8_float_and_batch_agree(port, chips):
     x = chips_to_tensor(chips)
     with torch.no_grad():
