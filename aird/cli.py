@@ -147,7 +147,13 @@ def build_parser() -> argparse.ArgumentParser:
         "or on many with: torchrun --nproc_per_node N -m aird.cli distill --config ...",
     )
     di.add_argument("--config", type=Path, required=True, help="experiment YAML (see configs/)")
-    di.add_argument("--resume", action="store_true", help="continue from <run dir>/checkpoint.pt")
+    again = di.add_mutually_exclusive_group()
+    again.add_argument("--resume", action="store_true", help="continue the run in <run dir> from its checkpoint.pt")
+    again.add_argument(
+        "--overwrite",
+        action="store_true",
+        help="delete the earlier run in <run dir> first (without --resume or this, aird refuses to mix two runs)",
+    )
     di.add_argument("--init", type=Path, default=None, help="start the student from these weights (.safetensors)")
     di.add_argument(
         "--split",
@@ -322,7 +328,8 @@ def _experiment(args: argparse.Namespace):
 def cmd_distill(args: argparse.Namespace) -> int:
     from aird.distill.run import run_experiment
 
-    run_dir = run_experiment(_experiment(args), resume=args.resume, init=args.init, progress=not args.quiet)
+    cfg = _experiment(args)
+    run_dir = run_experiment(cfg, resume=args.resume, init=args.init, progress=not args.quiet, overwrite=args.overwrite)
     print(f"run written to {run_dir} (student.safetensors, results.json, log.jsonl)")
     return 0
 
@@ -380,6 +387,13 @@ def main(argv: list[str] | None = None) -> int:
     except AirdError as exc:
         print(f"aird: error: {exc}", file=sys.stderr)
         return 2
+    except KeyboardInterrupt as exc:
+        # Ctrl-C or SIGTERM. Training stops at a step boundary, saves its checkpoint and says so
+        # (TrainingInterrupted, with the signal's exit code); elsewhere every file is written atomically,
+        # so nothing is left half-written.
+        if not hasattr(exc, "exit_code"):
+            print("\naird: interrupted", file=sys.stderr)
+        return getattr(exc, "exit_code", 130)
 
 
 if __name__ == "__main__":

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import inspect
-from typing import Callable, Generic, TypeVar
+from typing import Any, Callable, Generic, TypeVar
 
 from aird.errors import ConfigError
 
@@ -24,18 +24,27 @@ class Registry(Generic[T]):
 
         return deco
 
-    def _factory(self, name: str) -> Callable[..., T]:
+    def check(self, name: str, where: str | None = None) -> None:
+        """The one unknown-name error, listing the valid names; ``where`` names the setting."""
         if name not in self._items:
-            raise ConfigError(f"unknown {self.kind} {name!r}; choose one of: {', '.join(self.names())}")
+            prefix = f"{where}: " if where else ""
+            raise ConfigError(f"{prefix}unknown {self.kind} {name!r}; choose one of: {', '.join(self.names())}")
+
+    def _factory(self, name: str) -> Callable[..., T]:
+        self.check(name)
         return self._items[name]
 
     def get(self, name: str, **kwargs) -> T:
         return self._factory(name)(**kwargs)
 
+    def defaults(self, name: str) -> dict[str, Any]:
+        """The options ``name``'s constructor takes, with their defaults (``inspect.Parameter.empty`` if none)."""
+        params = inspect.signature(self._factory(name)).parameters.values()
+        return {p.name: p.default for p in params if p.name not in ("self", "args", "kwargs")}
+
     def check_options(self, name: str, options: dict, where: str, extra: tuple[str, ...] = ()) -> None:
         """Fail at config load, not mid-run, when ``options`` has a key ``name``'s constructor does not take."""
-        valid = [p for p in inspect.signature(self._factory(name)).parameters if p not in ("self", "args", "kwargs")]
-        valid += list(extra)
+        valid = list(self.defaults(name)) + list(extra)
         bad = [k for k in options if k not in valid]
         if bad:
             raise ConfigError(

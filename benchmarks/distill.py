@@ -165,10 +165,11 @@ def main() -> None:
                 cfg.train = dataclasses.replace(cfg.train, epochs=args.epochs)
             todo.append(cfg)
         if args.jobs > 1 and len(todo) > 1:
-            run_in_subprocesses(todo, args.jobs, args.quiet)
+            # resume: a study stopped part-way (Ctrl-C, a crash) continues where it stopped
+            run_in_subprocesses(todo, args.jobs, args.quiet, resume=True)
         else:
             for cfg in todo:
-                run_experiment(cfg, progress=not args.quiet)
+                run_experiment(cfg, resume=True, progress=not args.quiet)
         for split in args.splits:
             for rec in load_records(run_dir(args.runs, method, split) / "results.json"):
                 records.append({**rec, "split": split})

@@ -103,10 +103,11 @@ def main() -> None:
             raise SystemExit(f"{main_cfg.run_dir()} was trained with another config than {args.config}; move it away")
     train = [c for lever, c in configs.items() if not done(c) and not eval_only(LEVERS[lever][1])]
     if args.jobs > 1 and len(train) > 1:
-        run_in_subprocesses(train, args.jobs, args.quiet)
+        # resume: a study stopped part-way (Ctrl-C, a crash) continues where it stopped
+        run_in_subprocesses(train, args.jobs, args.quiet, resume=True)
     else:
         for cfg in train:
-            run_experiment(cfg, progress=not args.quiet)
+            run_experiment(cfg, resume=True, progress=not args.quiet)
     main_records = load_records(main_cfg.run_dir() / "results.json")
     teacher = None
     for lever, cfg in configs.items():

@@ -5,12 +5,17 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from aird.config import load_yaml
-from aird.data.degrade import Degradation
-from aird.distill.data import SPLIT_TEST_FOLDS
-from aird.distill.losses import LOSSES
+from aird.config import load_yaml, require
+from aird.data.degrade import RESOLUTIONS, Degradation
+from aird.distill.data import POOLS, SPLIT_TEST_FOLDS
+from aird.distill.losses import check_term
 from aird.distill.methods import method_terms
 from aird.errors import ConfigError
+from aird.eval.runner import PAIR_MODES
+from aird.models.registry import INPUT_SIZES, MODELS
+
+# Every section checks its own ranges and names when it is built, so a bad value fails at load,
+# before any data is aligned or any step is trained; each message names the key and its valid range.
 
 
 @dataclass
@@ -21,14 +26,27 @@ class StudentConfig:
     # "frozen": BN keeps the restored HR statistics, so training starts from the teacher's exact function.
     bn: str = "train"
 
+    def __post_init__(self) -> None:
+        MODELS.check(self.model, "student.model")
+        lo, hi = INPUT_SIZES[self.model]
+        require("student.input_size", self.input_size, lo <= self.input_size <= hi, f"in {lo}..{hi} for {self.model}")
+        require("student.bn", self.bn, self.bn in ("train", "frozen"), "'train' or 'frozen'")
+
 
 @dataclass
 class DataConfig:
     data_root: str | None = None  # default: $AIRD_DATA or ../shared/data
     split: str = "A"  # A: test folds 1-5, train on everyone else; B: test folds 6-10; all: folds 1-10
     pools: list[str] = field(default_factory=lambda: ["lfw"])  # lfw, celeba, utkface
-    leak_threshold: float = 0.95  # extra images this close (cosine) to a test person are dropped
+    leak_threshold: float = 0.95  # extra images this close (cosine) to a test person are dropped; 1: none
     flip: bool = True  # mirror HR/LR pairs, with the teacher's target of the mirrored chip
+
+    def __post_init__(self) -> None:
+        require("data.split", self.split, self.split in SPLIT_TEST_FOLDS, f"one of {list(SPLIT_TEST_FOLDS)}")
+        bad = [p for p in self.pools if p not in POOLS]
+        require("data.pools", self.pools, self.pools and not bad, f"a list of known pools {list(POOLS)}")
+        require("data.pools", self.pools, len(set(self.pools)) == len(self.pools), "a list without repeats")
+        require("data.leak_threshold", self.leak_threshold, 0 < self.leak_threshold <= 1, "in (0, 1]")
 
 
 @dataclass
@@ -58,7 +76,12 @@ class DegradationConfig:
 class HeadConfig:
     scale: float = 30.0
     margin: float = 0.2
-    steps: int = 100
+    steps: int = 100  # 0: the class means alone
+
+    def __post_init__(self) -> None:
+        require("head.scale", self.scale, self.scale > 0, "> 0")
+        require("head.margin", self.margin, self.margin >= 0, ">= 0")
+        require("head.steps", self.steps, self.steps >= 0, ">= 0")
 
 
 @dataclass
@@ -71,7 +94,7 @@ class TrainConfig:
     momentum: float = 0.9
     weight_decay: float = 5e-4
     warmup_steps: int = 20
-    clip_grad: float = 5.0
+    clip_grad: float | None = 5.0  # max gradient norm; null: no clipping (the norm is still logged)
     queue_size: int = 1024  # recent teacher features kept for the relation loss
     seed: int = 0
     amp: str = "auto"  # auto (CUDA only) | on (CPU: bfloat16) | off
@@ -80,6 +103,21 @@ class TrainConfig:
     log_every: int = 10
     max_steps: int | None = None  # cap on total steps (smoke tests); the schedule still spans all epochs
 
+    def __post_init__(self) -> None:
+        for key in ("epochs", "batch_size", "checkpoint_every", "log_every"):
+            require(f"train.{key}", getattr(self, key), getattr(self, key) >= 1, ">= 1")
+        for key in ("threads", "max_steps"):
+            value = getattr(self, key)
+            require(f"train.{key}", value, value is None or value >= 1, ">= 1 or null")
+        require("train.optimizer", self.optimizer, self.optimizer in ("sgd", "adamw"), "'sgd' or 'adamw'")
+        require("train.lr", self.lr, self.lr > 0, "> 0")
+        require("train.head_lr", self.head_lr, self.head_lr is None or self.head_lr > 0, "> 0 or null (= lr)")
+        require("train.momentum", self.momentum, 0 <= self.momentum < 1, "in [0, 1)")
+        for key in ("weight_decay", "warmup_steps", "queue_size", "seed"):
+            require(f"train.{key}", getattr(self, key), getattr(self, key) >= 0, ">= 0")
+        require("train.clip_grad", self.clip_grad, self.clip_grad is None or self.clip_grad > 0, "> 0 or null")
+        require("train.amp", self.amp, self.amp in ("auto", "on", "off"), "auto, on or off")
+
 
 @dataclass
 class EvalSettings:
@@ -87,10 +125,16 @@ class EvalSettings:
     pairs: list[str] = field(default_factory=lambda: ["lr-lr", "hr-lr"])
     flip_fuse: bool = False  # average the embeddings of the face and its mirror
 
+    def __post_init__(self) -> None:
+        bad = [r for r in self.res if r not in RESOLUTIONS]
+        require("eval.res", self.res, self.res and not bad, f"a list of resolutions from {list(RESOLUTIONS)}")
+        bad = [p for p in self.pairs if p not in PAIR_MODES]
+        require("eval.pairs", self.pairs, self.pairs and not bad, f"a list of pair modes from {list(PAIR_MODES)}")
+
 
 @dataclass
 class ExperimentConfig:
-    name: str = "aird"
+    name: str  # required: the run directory is runs/<name>-<split>, and a default would mix two experiments
     method: str = "aird"
     losses: dict = field(default_factory=dict)  # per-term overrides, e.g. {rld: {weight: 2.0, tau: 0.1}}
     student: StudentConfig = field(default_factory=StudentConfig)
@@ -102,18 +146,15 @@ class ExperimentConfig:
     out_dir: str | None = None  # default: runs/<name>-<split>
 
     def __post_init__(self) -> None:
-        # an unknown method, term or term option fails here, at load
+        ok = self.name.strip() and "/" not in self.name and "\\" not in self.name and not self.name.startswith(".")
+        require("name", self.name, ok, "a plain name (no path separators, not starting with '.')")
+        # an unknown method, term, term option or option value fails here, at load
         for term, spec in method_terms(self.method, self.losses).items():
-            LOSSES.check_options(term, spec, f"losses.{term}", extra=("weight",))
-        self.degradation.build(self.student.input_size, self.train.seed)
-        if self.student.bn not in ("train", "frozen"):
-            raise ConfigError(f"student.bn must be 'train' or 'frozen', got {self.student.bn!r}")
-        if self.data.split not in SPLIT_TEST_FOLDS:
-            raise ConfigError(f"data.split must be one of {list(SPLIT_TEST_FOLDS)}, got {self.data.split!r}")
-        if self.train.optimizer not in ("sgd", "adamw"):
-            raise ConfigError(f"train.optimizer must be 'sgd' or 'adamw', got {self.train.optimizer!r}")
-        if self.train.amp not in ("auto", "on", "off"):
-            raise ConfigError(f"train.amp must be auto, on or off, got {self.train.amp!r}")
+            check_term(term, spec, f"losses.{term}")
+        try:
+            self.degradation.build(self.student.input_size, self.train.seed)
+        except ConfigError as exc:
+            raise ConfigError(f"degradation: {exc}") from None
 
     def run_dir(self) -> Path:
         return Path(self.out_dir or f"runs/{self.name}-{self.data.split}")

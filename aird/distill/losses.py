@@ -7,16 +7,36 @@ identities; ``labels`` is -1 for unlabelled faces (UTKFace), which only feature 
 
 from __future__ import annotations
 
+import math
 from dataclasses import dataclass
 
 import torch
 import torch.nn.functional as F
 from torch import nn
 
+from aird.errors import ConfigError
 from aird.registry import Registry
 
 LOSSES: Registry[nn.Module] = Registry("loss")
 register_loss = LOSSES.register
+# Options a logit or a similarity is divided or multiplied by: > 0. Every other number (weights,
+# margins, a, b) must be >= 0: a negative one turns a term around.
+POSITIVE_OPTIONS = ("scale", "temperature", "tau")
+
+
+def check_term(name: str, options: dict, where: str) -> None:
+    """Fail at config load on an unknown option of term ``name``, or a value of the wrong type or range."""
+    LOSSES.check_options(name, options, where, extra=("weight",))
+    defaults = {**LOSSES.defaults(name), "weight": 1.0}
+    for key, value in options.items():
+        if isinstance(defaults[key], bool):
+            if not isinstance(value, bool):
+                raise ConfigError(f"{where}.{key} must be true or false, got {value!r}")
+            continue
+        positive = key in POSITIVE_OPTIONS
+        number = isinstance(value, (int, float)) and not isinstance(value, bool) and math.isfinite(value)
+        if not number or value < 0 or (positive and value == 0):
+            raise ConfigError(f"{where}.{key} must be a number {'> 0' if positive else '>= 0'}, got {value!r}")
 
 
 @dataclass

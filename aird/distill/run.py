@@ -19,7 +19,7 @@ import yaml
 from aird.distill.config import ExperimentConfig
 from aird.distill.data import SPLIT_TEST_FOLDS, TrainingSet, build_training_set
 from aird.distill.trainer import Trainer, init_distributed, load_checkpoint, world_info
-from aird.errors import ModelFileError
+from aird.errors import AirdError, ConfigError, ModelFileError
 from aird.eval.records import write_records
 from aird.eval.runner import EvalConfig, run_verification
 from aird.io import atomic_path, write_json
@@ -29,6 +29,48 @@ from aird.models.registry import get_model
 from aird.models.student import load_student, save_student
 from aird.models.teacher import DlibTeacher
 from aird.paths import cache_dir, data_root
+
+# What ``aird distill`` writes into a run directory. Another file there (experiment.yaml, written by
+# run_in_subprocesses before the run starts) is the run's input, not a previous run.
+RUN_FILES = (
+    "checkpoint.pt",
+    "student.safetensors",
+    "student_head.safetensors",
+    "log.jsonl",
+    "config.json",
+    "data.json",
+    "results.json",
+    "scores-*.npz",
+)
+
+
+class RunDirError(AirdError):
+    """The run directory already holds another run."""
+
+
+def previous_run(run_dir: Path) -> list[Path]:
+    """The files of an earlier run in ``run_dir``."""
+    return sorted(p for pattern in RUN_FILES for p in run_dir.glob(pattern))
+
+
+def prepare_run_dir(run_dir: Path, resume: bool, overwrite: bool, delete: bool = True) -> None:
+    """Refuse to mix two runs in one directory: continue the earlier run (``resume``), or delete its
+    files first (``overwrite``; only when ``delete``: one process of a torchrun does it)."""
+    if resume and overwrite:
+        raise ConfigError("--resume continues the run in the directory, --overwrite deletes it: pass one of them")
+    if run_dir.exists() and not run_dir.is_dir():
+        raise RunDirError(f"{run_dir} is a file, not a run directory; pass another --out-dir")
+    old = previous_run(run_dir)
+    if not old or resume:
+        return
+    if not overwrite:
+        raise RunDirError(
+            f"{run_dir} already holds a run ({', '.join(p.name for p in old)}); continue it with --resume, "
+            "or delete it and start over with --overwrite"
+        )
+    if delete:
+        for path in old:
+            path.unlink()
 
 
 def training_set(cfg: ExperimentConfig, teacher: Embedder, progress: bool) -> TrainingSet:
@@ -101,22 +143,42 @@ def evaluate_student(cfg: ExperimentConfig, student: torch.nn.Module, teacher: E
     return records
 
 
+def load_init(path: str | Path, cfg: ExperimentConfig) -> torch.nn.Module:
+    """The ``--init`` student, which must be of the config's architecture (its weights would not mean
+    the same in another, and the result would be saved under the config's model name)."""
+    student, meta = load_student(path)
+    if meta["model"] != cfg.student.model:
+        raise ConfigError(
+            f"--init {path} is a {meta['model']!r} student, but student.model is {cfg.student.model!r}: "
+            f"pass a {cfg.student.model} student, or set student.model: {meta['model']}"
+        )
+    return student
+
+
 def run_experiment(
-    cfg: ExperimentConfig, resume: bool = False, init: str | Path | None = None, progress: bool = True
+    cfg: ExperimentConfig,
+    resume: bool = False,
+    init: str | Path | None = None,
+    progress: bool = True,
+    overwrite: bool = False,
 ) -> Path:
+    """Train, save and test one student in ``cfg.run_dir()``. A directory holding an earlier run is
+    refused unless ``resume`` (continue it from its checkpoint) or ``overwrite`` (delete it first)."""
     device = init_distributed()
     rank, world = world_info()
+    run_dir = cfg.run_dir()
+    prepare_run_dir(run_dir, resume, overwrite, delete=rank == 0)
+    init_student = load_init(init, cfg) if init else None
     if cfg.train.threads:
         torch.set_num_threads(cfg.train.threads)
-    torch.manual_seed(cfg.train.seed)
-    run_dir = cfg.run_dir()
     started = time.time()
     teacher = DlibTeacher("torch")
     data = training_set(cfg, teacher, progress)
     head = train_teacher_head(cfg, data)
-    student = get_model(cfg.student.model)
-    if init:
-        student, _ = load_student(init)
+    # Seeded here, after everything that may or may not touch the global RNG (caches hit or missed),
+    # so the same config builds the same student.
+    torch.manual_seed(cfg.train.seed)
+    student = init_student if init_student is not None else get_model(cfg.student.model)
     trainer = Trainer(cfg, data, student, head, run_dir, device, progress)
     if resume:
         if trainer.checkpoint_path.is_file():
@@ -134,6 +196,8 @@ def run_experiment(
             trainer.model.student,
             cfg.student.model,
             cfg.student.input_size,
+            method=cfg.method,
+            run=run_dir.name,
             config=json.dumps(asdict(cfg)),
         )
         save_head(run_dir / "student_head.safetensors", trainer.model.student_head)
@@ -148,9 +212,10 @@ def run_experiment(
     return run_dir
 
 
-def run_in_subprocesses(configs: list[ExperimentConfig], jobs: int, quiet: bool = False) -> None:
+def run_in_subprocesses(configs: list[ExperimentConfig], jobs: int, quiet: bool = False, resume: bool = False) -> None:
     """Train ``configs`` as ``aird distill`` processes, ``jobs`` at a time with the cores split evenly
-    (each writes its config to ``<run dir>/experiment.yaml``): the same runs as in-process, side by side."""
+    (each writes its config to ``<run dir>/experiment.yaml``): the same runs as in-process, side by side.
+    ``resume``: continue runs an interruption left in their directories (as ``aird distill --resume``)."""
     threads = max(1, (os.cpu_count() or 1) // jobs)
     pending = list(configs)
     while pending:
@@ -160,9 +225,8 @@ def run_in_subprocesses(configs: list[ExperimentConfig], jobs: int, quiet: bool 
             out = cfg.run_dir()
             out.mkdir(parents=True, exist_ok=True)
             (out / "experiment.yaml").write_text(yaml.safe_dump(asdict(cfg), sort_keys=False))
-            cmd = [sys.executable, "-m", "aird.cli", "distill", "--config", str(out / "experiment.yaml")] + (
-                ["--quiet"] if quiet else []
-            )
+            cmd = [sys.executable, "-m", "aird.cli", "distill", "--config", str(out / "experiment.yaml")]
+            cmd += (["--quiet"] if quiet else []) + (["--resume"] if resume else [])
             env = {**os.environ, "OMP_NUM_THREADS": str(threads)}
             procs.append((cfg, subprocess.Popen(cmd, env=env)))
         failed = [(cfg, proc.wait()) for cfg, proc in procs]

@@ -2,7 +2,8 @@
 
 The teacher's features are cached (``TrainingSet.teacher``), so a step runs the student only: LR faces
 in, f_s and the student head's cosines out, the registered losses against f_t and the frozen C_t.
-Everything random is a function of (seed, epoch, sample), so ``--resume`` continues exactly.
+Everything random is a function of (seed, epoch, sample), and SIGINT / SIGTERM stop the loop only at
+a step boundary, so ``--resume`` continues exactly.
 """
 
 from __future__ import annotations
@@ -11,6 +12,7 @@ import json
 import math
 import os
 import signal
+import threading
 import time
 from dataclasses import asdict
 from pathlib import Path
@@ -35,6 +37,18 @@ from aird.models.heads import CosineClassifier
 
 class TrainingError(AirdError):
     """Training cannot go on (non-finite loss, bad checkpoint)."""
+
+
+class TrainingInterrupted(KeyboardInterrupt):
+    """SIGINT or SIGTERM stopped training at a step boundary, after saving the checkpoint.
+
+    A KeyboardInterrupt, so ``except Exception`` does not swallow it; ``exit_code`` is the shell's
+    128 + signal number (130 for Ctrl-C, 143 for SIGTERM), which ``aird distill`` exits with.
+    """
+
+    def __init__(self, message: str, signum: int):
+        super().__init__(message)
+        self.signum, self.exit_code = signum, 128 + signum
 
 
 class Distiller(nn.Module):
@@ -136,9 +150,51 @@ def load_checkpoint(path: str | Path) -> dict:
         ) from None
 
 
-def _interrupt(signum: int, frame: object) -> None:
-    # SIGTERM (a scheduler's pre-emption) takes the same path as Ctrl-C: checkpoint, then leave.
-    raise KeyboardInterrupt
+def _flat(tree: dict, prefix: str = "") -> dict:
+    out = {}
+    for key, value in tree.items():
+        if isinstance(value, dict):
+            out.update(_flat(value, f"{prefix}{key}."))
+        else:
+            out[f"{prefix}{key}"] = value
+    return out
+
+
+def config_changes(saved: dict, now: dict) -> list[str]:
+    """``train.lr: 0.003 in checkpoint, 0.01 now`` for each setting that differs. ``out_dir`` is left
+    out: it says where a run lives, not what it trains, so a moved run directory still resumes."""
+    a, b = _flat(saved), _flat(now)
+    keys = [k for k in dict.fromkeys([*a, *b]) if k != "out_dir"]
+    return [
+        f"{k}: {a.get(k, 'unset')!r} in checkpoint, {b.get(k, 'unset')!r} now" for k in keys if a.get(k) != b.get(k)
+    ]
+
+
+def load_weights(module: nn.Module, weights: dict, source: Path, part: str) -> None:
+    """``load_state_dict`` with a one-line error naming the first tensor that does not fit."""
+    own = module.state_dict()
+    for key, mine in own.items():
+        theirs = weights.get(key)
+        found = "missing" if theirs is None else f"of shape {list(theirs.shape)}"
+        if theirs is None or theirs.shape != mine.shape:
+            raise ModelFileError(
+                f"{source}: {part}.{key} is {found}, the model needs {list(mine.shape)}: "
+                "not a checkpoint of this config's model; start over with --overwrite"
+            )
+    extra = [k for k in weights if k not in own]
+    if extra:
+        raise ModelFileError(
+            f"{source}: {part}.{extra[0]} is not in the model: not a checkpoint of this config's model; "
+            "start over with --overwrite"
+        )
+    module.load_state_dict(weights)
+
+
+def _logged_step(line: str) -> float:
+    try:
+        return json.loads(line)["step"]
+    except (ValueError, KeyError, TypeError):  # a line cut short by a crash
+        return math.inf
 
 
 class Trainer:
@@ -187,6 +243,7 @@ class Trainer:
             raise TrainingError(f"{len(data)} training faces are fewer than one batch of {t.batch_size}")
         self.total_steps = self.steps_per_epoch * t.epochs
         self.step = 0
+        self.stop_signal = 0  # set by SIGINT / SIGTERM, read at the next step boundary
         self.queue = torch.zeros(0, data.teacher.shape[1])
         self.amp = t.amp == "on" or (t.amp == "auto" and self.device.type == "cuda")
         self.progress = progress and self.rank == 0
@@ -209,17 +266,27 @@ class Trainer:
         }
 
     def load_state(self, state: dict, source: Path) -> None:
-        if state.get("format") != "aird-checkpoint-v1":
-            raise ModelFileError(f"{source}: not an aird training checkpoint (format {state.get('format')!r})")
-        if state["config"] != json.loads(json.dumps(asdict(self.cfg))):
+        if not isinstance(state, dict) or state.get("format") != "aird-checkpoint-v1":
+            found = state.get("format") if isinstance(state, dict) else type(state).__name__
+            raise ModelFileError(f"{source}: not an aird training checkpoint (format {found!r})")
+        changes = config_changes(state["config"], json.loads(json.dumps(asdict(self.cfg))))
+        if changes:
             raise TrainingError(
-                f"{source}: checkpoint was made with another config; resume with the same "
-                "--config, or start a new run directory"
+                f"{source}: checkpoint was made with another config ({'; '.join(changes)}); resume with the "
+                "config it was made with, or start over with --overwrite"
             )
-        self.model.student.load_state_dict(state["student"])
-        self.model.student_head.load_state_dict(state["student_head"])
+        if state["identities"] != list(self.data.identities):
+            raise TrainingError(
+                f"{source}: checkpoint was trained on other identities ({len(state['identities'])}, now "
+                f"{self.data.num_classes}): the training data changed; start over with --overwrite"
+            )
+        load_weights(self.model.student, state["student"], source, "student")
+        load_weights(self.model.student_head, state["student_head"], source, "student_head")
+        queue = state["queue"]
+        if queue.ndim != 2 or queue.shape[1] != self.teacher.shape[1]:
+            raise ModelFileError(f"{source}: queue has shape {list(queue.shape)}, not (n, {self.teacher.shape[1]})")
         self.opt.load_state_dict(state["optimizer"])
-        self.queue = state["queue"]
+        self.queue = queue
         self.step = int(state["step"])
 
     @property
@@ -263,72 +330,102 @@ class Trainer:
         if size > 0:
             self.queue = torch.cat([f_t.detach().cpu(), self.queue])[:size]
 
+    def _train_step(self, epoch: int, within: int) -> tuple[torch.Tensor, dict[str, float], torch.Tensor]:
+        t = self.cfg.train
+        x, f_t, labels = (v.to(self.device) for v in self._batch(epoch, within))
+        for group, base in zip(self.opt.param_groups, self.base_lrs):
+            group["lr"] = lr_at(self.step, self.total_steps, base, t.warmup_steps)
+        queue = self.queue.to(self.device) if len(self.queue) else None
+        with torch.autocast(self.device.type, enabled=self.amp):
+            loss, parts = self.ddp(x, f_t, labels, queue)
+        if not torch.isfinite(loss):
+            raise TrainingError(
+                f"loss became {loss.item()} at step {self.step} (terms {parts}); lower "
+                f"train.lr or check the data; last good checkpoint: {self.checkpoint_path}"
+            )
+        self.opt.zero_grad(set_to_none=True)
+        loss.backward()
+        grad_norm = nn.utils.clip_grad_norm_(self.model.parameters(), t.clip_grad or math.inf)
+        self.opt.step()
+        self._update_queue(f_t)
+        self.step += 1
+        return loss, parts, grad_norm
+
+    # -- signals -------------------------------------------------------------------------------
+    def request_stop(self, signum: int, frame: object = None) -> None:
+        """The SIGINT / SIGTERM handler: only a flag. Raising here, mid-step, would leave the weights,
+        the BN statistics and the step counter out of step with one another in the checkpoint."""
+        self.stop_signal = signum
+
+    def _catch_signals(self) -> dict:
+        if threading.current_thread() is not threading.main_thread():
+            return {}  # Python sets handlers in the main thread only; elsewhere Ctrl-C raises as usual
+        return {s: signal.signal(s, self.request_stop) for s in (signal.SIGINT, signal.SIGTERM)}
+
+    def _stopping(self) -> bool:
+        """Whether any process was asked to stop: all ranks must leave after the same step."""
+        if self.world > 1:
+            flag = torch.tensor([self.stop_signal], device=self.device)
+            dist.all_reduce(flag, op=dist.ReduceOp.MAX)
+            self.stop_signal = int(flag)
+        return self.stop_signal != 0
+
+    def _open_log(self):
+        """log.jsonl in append mode, without the lines of steps after the current one: a crash can leave
+        steps logged past the checkpoint, and the resumed run is about to log them again."""
+        path = self.run_dir / "log.jsonl"
+        if path.is_file():
+            lines = path.read_text().splitlines(keepends=True)
+            kept = [line for line in lines if _logged_step(line) <= self.step]
+            if len(kept) < len(lines):
+                with atomic_path(path) as tmp:
+                    tmp.write_text("".join(kept))
+        return open(path, "a")
+
     def fit(self, on_step: Callable[[int], None] | None = None) -> None:
-        """Train to the end (or ``max_steps``); Ctrl-C / SIGTERM save a checkpoint before leaving."""
+        """Train to the end (or ``max_steps``). SIGINT / SIGTERM stop at the next step boundary: the
+        checkpoint is saved, then ``TrainingInterrupted`` raised; ``--resume`` continues exactly."""
         t = self.cfg.train
         last = min(self.total_steps, t.max_steps or self.total_steps)
         self.run_dir.mkdir(parents=True, exist_ok=True)
-        log = open(self.run_dir / "log.jsonl", "a") if self.rank == 0 else None
-        previous = signal.signal(signal.SIGTERM, _interrupt)
+        log = self._open_log() if self.rank == 0 else None
+        self.stop_signal = 0
+        previous = self._catch_signals()
         self.model.train()
         bar = tqdm(
             total=last, initial=self.step, desc=f"distill {self.cfg.method}", unit="step", disable=not self.progress
         )
         started = time.time()
         try:
-            while self.step < last:
+            while not self._stopping() and self.step < last:
                 epoch, within = divmod(self.step, self.steps_per_epoch)
-                x, f_t, labels = self._batch(epoch, within)
-                x, f_t, labels = x.to(self.device), f_t.to(self.device), labels.to(self.device)
-                for group, base in zip(self.opt.param_groups, self.base_lrs):
-                    group["lr"] = lr_at(self.step, self.total_steps, base, t.warmup_steps)
-                queue = self.queue.to(self.device) if len(self.queue) else None
-                with torch.autocast(self.device.type, enabled=self.amp):
-                    loss, parts = self.ddp(x, f_t, labels, queue)
-                if not torch.isfinite(loss):
-                    raise TrainingError(
-                        f"loss became {loss.item()} at step {self.step} (terms {parts}); lower "
-                        f"train.lr or check the data; last good checkpoint: {self.checkpoint_path}"
-                    )
-                self.opt.zero_grad(set_to_none=True)
-                loss.backward()
-                grad_norm = nn.utils.clip_grad_norm_(self.model.parameters(), t.clip_grad)
-                self.opt.step()
-                self._update_queue(f_t)
-                self.step += 1
+                loss, parts, grad_norm = self._train_step(epoch, within)
                 bar.update()
                 bar.set_postfix(loss=f"{loss.item():.4f}")
                 if log and (self.step % t.log_every == 0 or self.step == last):
-                    log.write(
-                        json.dumps(
-                            {
-                                "step": self.step,
-                                "epoch": epoch,
-                                "loss": loss.item(),
-                                **parts,
-                                "lr": self.opt.param_groups[0]["lr"],
-                                "grad_norm": float(grad_norm),
-                                "elapsed_s": round(time.time() - started, 2),
-                            }
-                        )
-                        + "\n"
+                    record = {"step": self.step, "epoch": epoch, "loss": loss.item(), **parts}
+                    record.update(
+                        lr=self.opt.param_groups[0]["lr"],
+                        grad_norm=float(grad_norm),
+                        elapsed_s=round(time.time() - started, 2),
                     )
+                    log.write(json.dumps(record) + "\n")
                     log.flush()
                 if self.step % t.checkpoint_every == 0:
                     self.save()
                 if on_step:
                     on_step(self.step)
-        except KeyboardInterrupt:
             self.save()
-            if self.rank == 0:
-                print(
-                    f"\ninterrupted at step {self.step}: checkpoint saved to {self.checkpoint_path}; "
-                    "continue with --resume"
-                )
-            raise
         finally:
             bar.close()
-            signal.signal(signal.SIGTERM, previous)
+            for signum, handler in previous.items():
+                signal.signal(signum, handler if handler is not None else signal.SIG_DFL)
             if log:
                 log.close()
-        self.save()
+        if self.stop_signal:
+            message = (
+                f"interrupted at step {self.step}: checkpoint saved to {self.checkpoint_path}; continue with --resume"
+            )
+            if self.rank == 0:
+                print(f"\n{message}")
+            raise TrainingInterrupted(message, self.stop_signal)

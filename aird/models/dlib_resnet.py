@@ -278,12 +278,16 @@ def chips_to_tensor(chips: np.ndarray) -> torch.Tensor:
     return torch.from_numpy(np.ascontiguousarray(arr.transpose(0, 3, 1, 2)))
 
 
-@register_model("dlib_resnet", trained=True)
+# From the smallest side its pooling leaves a pixel of to twice the 150 px chips dlib was trained on.
+DLIB_INPUT_SIZES = (MIN_INPUT_SIZE, 2 * INPUT_SIZE)
+
+
+@register_model("dlib_resnet", DLIB_INPUT_SIZES, trained=True)
 def _dlib_resnet(path: str | Path | None = None) -> nn.Module:
     return load_dlib_resnet(path)
 
 
-@register_model("dlib_resnet_bn", trained=True)
+@register_model("dlib_resnet_bn", DLIB_INPUT_SIZES, trained=True)
 def _dlib_resnet_bn(path: str | Path | None = None, stats: str | Path | None = None) -> nn.Module:
     """The port with batch norm restored from shipped statistics (measured on LFW faces; see docs/teacher_port.md)."""
     from aird.models.bn_restore import BN_STATS_ASSET, batchnorm_from_stats, load_bn_stats

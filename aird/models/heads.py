@@ -13,9 +13,9 @@ from torch import nn
 class CosineClassifier(nn.Module):
     """cos(f, W_c) for every class c: (N, d) -> (N, C). The scale lives in the losses."""
 
-    def __init__(self, dim: int, num_classes: int):
+    def __init__(self, dim: int, num_classes: int, generator: torch.Generator | None = None):
         super().__init__()
-        self.weight = nn.Parameter(torch.randn(num_classes, dim) * 0.01)
+        self.weight = nn.Parameter(torch.randn(num_classes, dim, generator=generator) * 0.01)
 
     def forward(self, features: torch.Tensor) -> torch.Tensor:
         return F.normalize(features, dim=1) @ F.normalize(self.weight, dim=1).T
@@ -33,7 +33,8 @@ def fit_cosine_head(
 ) -> CosineClassifier:
     """Fit C_t on frozen teacher features: class-mean initialisation, then full-batch margin softmax.
 
-    Unlabelled rows (label < 0) are ignored. Features are cached, so this takes seconds.
+    Unlabelled rows (label < 0) are ignored. Features are cached, so this takes seconds. Anything random
+    draws from its own generator seeded with ``seed``: the global RNG, which seeds the student, is untouched.
     """
     f = torch.as_tensor(np.asarray(features), dtype=torch.float32)
     y = torch.as_tensor(np.asarray(labels), dtype=torch.long)
@@ -42,11 +43,10 @@ def fit_cosine_head(
     if len(y) == 0:
         raise ValueError("fit_cosine_head needs labelled features (labels >= 0)")
     num_classes = num_classes or int(y.max()) + 1
-    head = CosineClassifier(f.shape[1], num_classes)
+    head = CosineClassifier(f.shape[1], num_classes, generator=torch.Generator().manual_seed(seed))
     with torch.no_grad():
         means = torch.zeros(num_classes, f.shape[1]).index_add_(0, y, f)
         head.weight.copy_(F.normalize(means + 1e-8, dim=1))
-    torch.manual_seed(seed)
     opt = torch.optim.Adam(head.parameters(), lr=lr)
     onehot = F.one_hot(y, num_classes).float()
     for _ in range(steps):

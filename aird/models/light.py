@@ -36,6 +36,7 @@ class LightLRNet(nn.Module):
         return self.bn(self.embed(self.pool(self.features(x)).flatten(1)))
 
 
-@register_model("lr_light")
+# Built for LR faces at their native size: the smallest LR face up to 4x its default 16 px.
+@register_model("lr_light", (8, 64))
 def _lr_light(input_size: int = 16) -> nn.Module:
     return LightLRNet(input_size)

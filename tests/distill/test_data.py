@@ -15,6 +15,7 @@ def test_leak_filter_drops_images_close_to_a_test_person():
     assert leak_filter(np.zeros((0, 16)), test, 0.95).shape == (0,)
 
 
+@pytest.mark.data
 def test_extra_pools_read(data_root):
     paths, labels = celeba_items(data_root)
     assert len(paths) == 9682 and len(set(labels)) == 5262 and labels[0].startswith("celeba:")
