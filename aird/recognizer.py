@@ -345,6 +345,7 @@ class Recognizer:
         self.backend = backend
         self.device = device
         self.student_size = int(student_size)
+        self.batch_size = batch_size
         teacher_fp = module_fingerprint(teacher)
         self.student_fingerprint = student_fingerprint or module_fingerprint(student)
         # What made an embedding: both embedders (HR faces are the teacher's, LR faces the student's).
@@ -382,9 +383,15 @@ class Recognizer:
         items = _as_list(images)
         sources = [describe(img, i if len(items) > 1 else None) for i, img in enumerate(items)]
         rgbs = [read_image(img, source) for img, source in zip(items, sources)]
+        return self._represent(list(zip(range(len(items)), sources, rgbs)), cropped, upsample, stream)
+
+    def _represent(
+        self, images: list[tuple[int, str, np.ndarray]], cropped: bool, upsample: int, stream: str | None
+    ) -> list[FaceResult]:
+        """Detect (or take as crops) and embed decoded images given as (position, source, RGB)."""
         pending: list[_Pending] = []
         results: list[FaceResult] = []
-        for i, (rgb, source) in enumerate(zip(rgbs, sources)):
+        for i, source, rgb in images:
             found = self._faces(rgb, source, i, cropped, upsample)
             if isinstance(found, FaceResult):
                 results.append(found)
@@ -452,16 +459,24 @@ class Recognizer:
     ) -> tuple[list[FaceResult], list[Skipped]]:
         """``represent`` file by file: a file that cannot be read is skipped with its reason, not fatal
         (for folders of user photos; the Python verbs raise instead)."""
+        if stream is not None:
+            check_stream_name(stream)
         paths = [Path(p) for p in paths]
         results: list[FaceResult] = []
         skipped: list[Skipped] = []
-        for path in tqdm(paths, desc=desc, unit="img", disable=not progress or len(paths) < 2):
-            try:
-                faces = self.represent(path, cropped=cropped, upsample=upsample, stream=stream)
-            except DataError as exc:
-                skipped.append(Skipped(str(path), str(exc).removeprefix(f"{path}: ")))
-                continue
-            results.extend(faces)
+        chunk: list[tuple[int, str, np.ndarray]] = []
+        with tqdm(total=len(paths), desc=desc, unit="img", disable=not progress or len(paths) < 2) as bar:
+            for i, path in enumerate(paths):
+                try:
+                    chunk.append((i, str(path), read_image(path, str(path))))
+                except DataError as exc:
+                    skipped.append(Skipped(str(path), str(exc).removeprefix(f"{path}: ")))
+                    bar.update()
+                if len(chunk) == self.batch_size or (i == len(paths) - 1 and chunk):
+                    # Files are embedded in batches (and a stream adapts on each batch).
+                    results.extend(self._represent(chunk, cropped, upsample, stream))
+                    bar.update(len(chunk))
+                    chunk = []
         return results, skipped
 
     def info(self) -> dict[str, Any]:

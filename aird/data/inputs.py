@@ -23,8 +23,8 @@ from aird.errors import DataError
 
 ImageInput = Union[str, os.PathLike, bytes, bytearray, memoryview, Image.Image, np.ndarray]
 
-# 40 megapixels: any camera photo; a 20000 x 20000 image (400 MP, 1.2 GB decoded) is refused.
-MAX_PIXELS = 40_000_000
+# 32 megapixels: a 24 MP camera photo passes; a 20000 x 20000 image (400 MP, 1.2 GB decoded) is refused.
+MAX_PIXELS = 32_000_000
 MIN_SIDE = 8  # the smallest face the students were trained on (8 px)
 # Transparent pixels are shown over white, as an image viewer shows them.
 ALPHA_BACKGROUND = 255
