@@ -17,21 +17,21 @@ from typing import TYPE_CHECKING, Any
 
 __version__ = "0.1.0"
 
-# The verbs import torch and dlib; resolve them on first use so `import aird` stays instant.
+# The verbs import torch and dlib; they are resolved on first use so that `import aird` stays instant.
 _LAZY = {
     "load": "aird.recognizer",
     "Recognizer": "aird.recognizer",
-    "FaceResult": "aird.recognizer",
-    "VerifyResult": "aird.recognizer",
-    "IdentifyResult": "aird.recognizer",
-    "Candidate": "aird.recognizer",
-    "Box": "aird.recognizer",
-    "Skipped": "aird.recognizer",
-    "NoFaceError": "aird.recognizer",
     "Gallery": "aird.gallery",
     "GalleryError": "aird.gallery",
     "EnrolResult": "aird.gallery",
     "Person": "aird.gallery",
+    "FaceResult": "aird.results",
+    "VerifyResult": "aird.results",
+    "IdentifyResult": "aird.results",
+    "Candidate": "aird.results",
+    "Box": "aird.results",
+    "Skipped": "aird.results",
+    "NoFaceError": "aird.results",
     "StreamStates": "aird.adapt.streams",
     "StreamInfo": "aird.adapt.streams",
     "AirdError": "aird.errors",
@@ -40,23 +40,35 @@ _LAZY = {
     "ConfigError": "aird.errors",
 }
 
-__all__ = ["__version__", *_LAZY]
+__all__ = [
+    "__version__",
+    "load",
+    "Recognizer",
+    "Gallery",
+    "GalleryError",
+    "EnrolResult",
+    "Person",
+    "FaceResult",
+    "VerifyResult",
+    "IdentifyResult",
+    "Candidate",
+    "Box",
+    "Skipped",
+    "NoFaceError",
+    "StreamStates",
+    "StreamInfo",
+    "AirdError",
+    "DataError",
+    "ModelFileError",
+    "ConfigError",
+]
 
 if TYPE_CHECKING:
     from aird.adapt.streams import StreamInfo, StreamStates
     from aird.errors import AirdError, ConfigError, DataError, ModelFileError
     from aird.gallery import EnrolResult, Gallery, GalleryError, Person
-    from aird.recognizer import (
-        Box,
-        Candidate,
-        FaceResult,
-        IdentifyResult,
-        NoFaceError,
-        Recognizer,
-        Skipped,
-        VerifyResult,
-        load,
-    )
+    from aird.recognizer import Recognizer, load
+    from aird.results import Box, Candidate, FaceResult, IdentifyResult, NoFaceError, Skipped, VerifyResult
 
 
 def __getattr__(name: str) -> Any:

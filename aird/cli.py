@@ -169,20 +169,37 @@ def _add_recognizer_verbs(sub) -> None:
             metavar="MODEL",
             help="a student .safetensors (default: the shipped student), dlib_resnet (the teacher alone) or dlib_resnet_bn",
         )
-        p.add_argument("--upsample", type=int, default=1, help="detector doublings of a photo first: 1 finds faces "
-                       "of ~40 px, 2 of ~20 px (slower) (default: %(default)s)")
+        p.add_argument(
+            "--upsample",
+            type=int,
+            default=1,
+            help="detector doublings of a photo first: 1 finds faces "
+            "of ~40 px, 2 of ~20 px (slower) (default: %(default)s)",
+        )
         p.add_argument("--quiet", action="store_true", help="no progress bars")
 
     def decision_options(p: argparse.ArgumentParser) -> None:
-        p.add_argument("--far", type=_far, default=1e-3, help="false accept rate whose calibrated threshold decides "
-                       "(the model card's; default: %(default)s)")
-        p.add_argument("--threshold", type=float, default=None, help="decide by this cosine similarity instead of --far")
+        p.add_argument(
+            "--far",
+            type=_far,
+            default=1e-3,
+            help="false accept rate whose calibrated threshold decides (the model card's; default: %(default)s)",
+        )
+        p.add_argument(
+            "--threshold", type=float, default=None, help="decide by this cosine similarity instead of --far"
+        )
 
     ve = sub.add_parser("verify", help="are the faces in two images one person?")
     ve.add_argument("a", metavar="A", help="image file (a photo, or a face crop with --cropped)")
     ve.add_argument("b", metavar="B", help="image file")
-    ve.add_argument("--cropped", nargs="?", const="both", default=None, choices=["both", "a", "b"],
-                    help="the images are ready face crops (any size): both (default when given), or only a or b")
+    ve.add_argument(
+        "--cropped",
+        nargs="?",
+        const="both",
+        default=None,
+        choices=["both", "a", "b"],
+        help="the images are ready face crops (any size): both (default when given), or only a or b",
+    )
     decision_options(ve)
     ve.add_argument("--format", choices=["text", "json"], default="text")
     model_options(ve)
@@ -207,7 +224,9 @@ def _add_recognizer_verbs(sub) -> None:
     idf.add_argument("--stream", default=None, help="camera name: LR probes use its FaceBN state (see docs/facebn.md)")
     idf.add_argument("--format", choices=["csv", "json"], default="csv")
     idf.add_argument("--out", type=Path, default=None, help="write the results here instead of to stdout")
-    idf.add_argument("--index", choices=["exact", "faiss"], default="exact", help="gallery search (default: %(default)s)")
+    idf.add_argument(
+        "--index", choices=["exact", "faiss"], default="exact", help="gallery search (default: %(default)s)"
+    )
     model_options(idf)
 
     ga = sub.add_parser("gallery", help="list, remove, export or import a gallery's people (no model needed)")
@@ -242,13 +261,17 @@ def cmd_verify(args: argparse.Namespace) -> int:
     import json
 
     cropped = {None: (False, False), "both": (True, True), "a": (True, False), "b": (False, True)}[args.cropped]
-    result = _recognizer(args).verify(args.a, args.b, far=args.far, cropped=cropped, threshold=args.threshold, upsample=args.upsample)
+    result = _recognizer(args).verify(
+        args.a, args.b, far=args.far, cropped=cropped, threshold=args.threshold, upsample=args.upsample
+    )
     if args.format == "json":
         print(json.dumps(result.to_dict(), indent=2))
         return 0
     verdict = "same person" if result.verified else "different people"
     rule = f"{result.mode} at FAR {result.far:g}" if result.far is not None else "given threshold"
-    print(f"{verdict}: similarity {result.similarity:.4f} {'>=' if result.verified else '<'} threshold {result.threshold:.4f} ({rule})")
+    print(
+        f"{verdict}: similarity {result.similarity:.4f} {'>=' if result.verified else '<'} threshold {result.threshold:.4f} ({rule})"
+    )
     for side, face in (("A", result.a), ("B", result.b)):
         extra = f", largest of {face.faces_in_image} faces" if face.faces_in_image > 1 else ""
         print(f"  {side}: {face.source} ({face.route}, {face.face_px} px{extra})")
@@ -267,7 +290,9 @@ def cmd_enrol(args: argparse.Namespace) -> int:
             )
         results, skipped = gallery.enrol_folder(folder, cropped=args.cropped, upsample=args.upsample, progress=progress)
     else:
-        result = gallery.enrol_files(args.items[0], args.items[1:], cropped=args.cropped, upsample=args.upsample, progress=progress)
+        result = gallery.enrol_files(
+            args.items[0], args.items[1:], cropped=args.cropped, upsample=args.upsample, progress=progress
+        )
         results, skipped = [result], result.skipped
     for r in results:
         for note in r.notes:
@@ -302,10 +327,16 @@ def cmd_identify(args: argparse.Namespace) -> int:
     )
     results = gallery.search(faces, top_k=args.top_k, far=args.far, threshold=args.threshold)
     if args.format == "json":
-        text = json.dumps(
-            {"results": [r.to_dict() for r in results], "skipped": [{"source": s.source, "reason": s.reason} for s in skipped]},
-            indent=2,
-        ) + "\n"
+        text = (
+            json.dumps(
+                {
+                    "results": [r.to_dict() for r in results],
+                    "skipped": [{"source": s.source, "reason": s.reason} for s in skipped],
+                },
+                indent=2,
+            )
+            + "\n"
+        )
     else:
         buf = io.StringIO()
         writer = csv.DictWriter(buf, fieldnames=IdentifyResult.ROW_FIELDS, lineterminator="\n")
@@ -337,10 +368,17 @@ def cmd_gallery(args: argparse.Namespace) -> int:
     if args.gallery_command == "list":
         people = gallery.list()
         if args.format == "json":
-            print(json.dumps({"gallery": str(args.gallery), **gallery.store.meta(), "people": [p.to_dict() for p in people]}, indent=2))
+            print(
+                json.dumps(
+                    {"gallery": str(args.gallery), **gallery.store.meta(), "people": [p.to_dict() for p in people]},
+                    indent=2,
+                )
+            )
             return 0
         meta = gallery.store.meta()
-        print(f"{args.gallery}: {len(people)} people, model {meta.get('model', '-')} (fingerprint {meta.get('fingerprint', '-')})")
+        print(
+            f"{args.gallery}: {len(people)} people, model {meta.get('model', '-')} (fingerprint {meta.get('fingerprint', '-')})"
+        )
         for p in people:
             d = p.to_dict()
             routes = ", ".join(f"{k} {v}" for k, v in sorted(p.routes.items()))

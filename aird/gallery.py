@@ -27,12 +27,24 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any, Callable, Iterable, Sequence
 
 import numpy as np
+from tqdm.auto import tqdm
 
+from aird.data.folders import natural_key
+from aird.data.inputs import ImageInput, expand_paths
 from aird.errors import AirdError, ConfigError, DataError
+from aird.results import (
+    ROUTES,
+    Candidate,
+    FaceResult,
+    IdentifyResult,
+    NoFaceError,
+    Skipped,
+    check_threshold,
+    pair_mode,
+)
 
 if TYPE_CHECKING:
-    from aird.data.inputs import ImageInput
-    from aird.recognizer import FaceResult, IdentifyResult, Recognizer
+    from aird.recognizer import Recognizer
 
 SCHEMA_VERSION = 1
 # Upgrades of an older file, applied in order inside one transaction: version v -> v + 1.
@@ -43,7 +55,6 @@ INDEXES = ("exact", "faiss")
 IVF_MIN = 200_000  # faiss: below this many entries an exact flat index, from here an inverted file
 NPROBE = 64  # inverted lists searched per probe (of sqrt(entries)): recall for speed
 BUSY_TIMEOUT_S = 60.0
-ROUTES = ("hr", "lr")
 
 _SCHEMA = """
 CREATE TABLE IF NOT EXISTS schema_version (version INTEGER NOT NULL);
@@ -99,8 +110,8 @@ class EnrolResult:
 
     name: str
     added: int
-    faces: list["FaceResult"] = field(default_factory=list)
-    skipped: list[Any] = field(default_factory=list)  # aird.recognizer.Skipped
+    faces: list[FaceResult] = field(default_factory=list)
+    skipped: list[Skipped] = field(default_factory=list)
     notes: list[str] = field(default_factory=list)  # e.g. "a.jpg: 3 faces found; the largest was enrolled"
 
     def to_dict(self) -> dict[str, Any]:
@@ -234,7 +245,9 @@ def _import_faiss():
     try:
         import faiss
     except ImportError:
-        raise ConfigError("the faiss gallery index needs faiss-cpu: pip install 'aird[faiss]' (or use index='exact')") from None
+        raise ConfigError(
+            "the faiss gallery index needs faiss-cpu: pip install 'aird[faiss]' (or use index='exact')"
+        ) from None
     return faiss
 
 
@@ -259,7 +272,9 @@ class GalleryStore:
             if self._conn is not None:
                 return self._conn
             if self.path.is_dir():
-                raise GalleryError(f"{self.path}: is a folder, not a gallery file; name a file such as {self.path / 'gallery.db'}")
+                raise GalleryError(
+                    f"{self.path}: is a folder, not a gallery file; name a file such as {self.path / 'gallery.db'}"
+                )
             if not self.path.exists():
                 if not create:
                     raise GalleryError(
@@ -331,19 +346,34 @@ class GalleryStore:
                 conn.execute("UPDATE schema_version SET version = ?", (version,))
 
     class _Write:
-        def __init__(self, conn: sqlite3.Connection):
+        def __init__(self, conn: sqlite3.Connection, path: Path):
             self.conn = conn
+            self.path = path
 
         def __enter__(self) -> sqlite3.Connection:
-            self.conn.execute("BEGIN IMMEDIATE")  # take the write lock now: no upgrade deadlock between writers
+            try:
+                self.conn.execute("BEGIN IMMEDIATE")  # take the write lock now: no upgrade deadlock between writers
+            except sqlite3.OperationalError as exc:
+                raise GalleryError(
+                    f"{self.path}: cannot write the gallery ({exc}; another process held it for {BUSY_TIMEOUT_S:.0f} s, "
+                    "or the file is read-only); nothing was changed"
+                ) from None
             return self.conn
 
         def __exit__(self, kind, exc, tb) -> None:
-            self.conn.execute("COMMIT" if kind is None else "ROLLBACK")
+            if kind is None:
+                try:
+                    self.conn.execute("COMMIT")
+                    return
+                except sqlite3.Error as err:
+                    exc = err
+            self.conn.execute("ROLLBACK")
+            if isinstance(exc, sqlite3.Error):
+                raise GalleryError(f"{self.path}: the gallery write failed ({exc}); nothing was changed") from None
 
     def write(self, conn: sqlite3.Connection) -> "GalleryStore._Write":
         """One write transaction, holding SQLite's write lock from its start (other writers wait)."""
-        return GalleryStore._Write(conn)
+        return GalleryStore._Write(conn, self.path)
 
     # -------------------------------------------------------------- reads
 
@@ -389,7 +419,11 @@ class GalleryStore:
         pos = {pid: i for i, pid in enumerate(ids)}
         dim = int(self.meta().get("dim", "0") or 0)
         owners = np.array([pos[r[0]] for r in rows], np.int64)
-        vectors = np.frombuffer(b"".join(r[1] for r in rows), np.float32).reshape(len(rows), dim) if rows else np.zeros((0, dim), np.float32)
+        vectors = (
+            np.frombuffer(b"".join(r[1] for r in rows), np.float32).reshape(len(rows), dim)
+            if rows
+            else np.zeros((0, dim), np.float32)
+        )
         face_px = np.array([-1 if r[4] is None else r[4] for r in rows], np.int64)
         enrolled = np.array([r[5] for r in rows], np.float64)
         return gen, names, owners, vectors.copy(), [r[2] for r in rows], [r[3] for r in rows], face_px, enrolled
@@ -445,7 +479,9 @@ class GalleryStore:
                 pid = conn.execute("SELECT id FROM people WHERE name = ?", (g.name,)).fetchone()[0]
                 existing = set()
                 if skip_duplicates:
-                    existing = {bytes(r[0]) for r in conn.execute("SELECT vector FROM embeddings WHERE person = ?", (pid,))}
+                    existing = {
+                        bytes(r[0]) for r in conn.execute("SELECT vector FROM embeddings WHERE person = ?", (pid,))
+                    }
                 rows = []
                 for i, v in enumerate(g.vectors):
                     blob = v.tobytes()
@@ -460,7 +496,10 @@ class GalleryStore:
                     "INSERT INTO embeddings (person, vector, route, source, face_px, enrolled) VALUES (?, ?, ?, ?, ?, ?)",
                     rows,
                 )
-                if not rows and conn.execute("SELECT COUNT(*) FROM embeddings WHERE person = ?", (pid,)).fetchone()[0] == 0:
+                if (
+                    not rows
+                    and conn.execute("SELECT COUNT(*) FROM embeddings WHERE person = ?", (pid,)).fetchone()[0] == 0
+                ):
                     conn.execute("DELETE FROM people WHERE id = ?", (pid,))
                 added += len(rows)
             conn.execute("UPDATE meta SET value = ? WHERE key = 'generation'", (str(gen + 1),))
@@ -545,11 +584,15 @@ class GalleryStore:
                 info = json.loads(str(z["info"]))
                 data = {k: z[k] for k in ("names", "owners", "vectors", "routes", "sources", "face_px", "enrolled")}
         except Exception as exc:  # zip, json, missing keys: a damaged or foreign file
-            raise DataError(f"not a readable gallery export ({exc})", path, "export it again with 'aird gallery export'") from None
+            raise DataError(
+                f"not a readable gallery export ({exc})", path, "export it again with 'aird gallery export'"
+            ) from None
         if info.get("format") != EXPORT_FORMAT:
             raise DataError("not an aird gallery export", path)
         if info.get("version", 0) > EXPORT_VERSION:
-            raise DataError(f"export format version {info['version']} is newer than this aird's ({EXPORT_VERSION})", path)
+            raise DataError(
+                f"export format version {info['version']} is newer than this aird's ({EXPORT_VERSION})", path
+            )
         if not info.get("fingerprint"):
             return 0, 0  # an export of an empty gallery
         names = [str(n) for n in data["names"]]
@@ -596,7 +639,9 @@ class Gallery:
     other verb on a missing file is an error, never a silently created empty gallery.
     """
 
-    def __init__(self, path: str | Path, recognizer: "Recognizer | None" = None, index: str = "exact", nprobe: int = NPROBE):
+    def __init__(
+        self, path: str | Path, recognizer: "Recognizer | None" = None, index: str = "exact", nprobe: int = NPROBE
+    ):
         if index not in INDEXES:
             raise ConfigError(f"unknown gallery index {index!r}; choose one of: {', '.join(INDEXES)}")
         if index == "faiss":
@@ -625,7 +670,7 @@ class Gallery:
     # -------------------------------------------------------------- verbs
 
     def enrol(
-        self, name: str, images: "ImageInput | Sequence[ImageInput]", cropped: bool = False, upsample: int = 1
+        self, name: str, images: ImageInput | Sequence[ImageInput], cropped: bool = False, upsample: int = 1
     ) -> EnrolResult:
         """Add ``name`` from one or more images (largest face of each photo); stored when this returns.
 
@@ -637,10 +682,9 @@ class Gallery:
         faces = recognizer.represent(images, cropped=cropped, upsample=upsample)
         return self.add_faces(name, faces)
 
-    def add_faces(self, name: str, faces: Iterable["FaceResult"]) -> EnrolResult:
+    def add_faces(self, name: str, faces: Iterable[FaceResult]) -> EnrolResult:
         """Enrol already represented faces (from ``Recognizer.represent``): the largest found face of each
         image; images without one are listed in ``skipped``."""
-        from aird.recognizer import NoFaceError, Skipped
 
         recognizer = self._need_recognizer("enrol")
         check_person_name(name)
@@ -678,14 +722,13 @@ class Gallery:
     ) -> EnrolResult:
         """``enrol`` from image files (folders are expanded), skipping each unreadable file with its reason
         (listed in the result) instead of failing; raises ``NoFaceError`` when no file gave a face."""
-        from aird.data.inputs import expand_paths
 
         recognizer = self._need_recognizer("enrol")
         check_person_name(name)
-        faces, bad = recognizer.represent_files(expand_paths(list(paths)), cropped, upsample, progress=progress, desc=name)
+        faces, bad = recognizer.represent_files(
+            expand_paths(list(paths)), cropped, upsample, progress=progress, desc=name
+        )
         if not faces:
-            from aird.recognizer import NoFaceError
-
             reasons = "; ".join(f"{s.source}: {s.reason}" for s in bad[:3])
             raise NoFaceError(f"no readable image to enrol for {name!r} ({reasons})", self.path)
         result = self.add_faces(name, faces)
@@ -694,13 +737,10 @@ class Gallery:
 
     def enrol_folder(
         self, folder: str | Path, cropped: bool = False, upsample: int = 1, progress: bool = False
-    ) -> tuple[list[EnrolResult], list[Any]]:
+    ) -> tuple[list[EnrolResult], list[Skipped]]:
         """Enrol every person of a folder with one sub-folder per person (named after them), like
         face_recognition's known/ folder. Returns one result per person and the files skipped (unreadable,
         no face, or loose in the top folder) with their reasons; a person with no usable image adds nothing."""
-        from aird.data.folders import natural_key
-        from aird.data.inputs import expand_paths
-        from aird.recognizer import NoFaceError, Skipped
 
         recognizer = self._need_recognizer("enrol")
         folder = Path(folder)
@@ -716,8 +756,6 @@ class Gallery:
             raise DataError("no person sub-folders", folder, "put each person's images in <folder>/<name>/")
         work = [(p.name, f) for p in people for f in expand_paths([p])]
         faces: dict[str, list[FaceResult]] = {p.name: [] for p in people}
-        from tqdm.auto import tqdm
-
         for name, path in tqdm(work, desc="enrolling", unit="img", disable=not progress):
             got, bad = recognizer.represent_files([path], cropped, upsample)
             faces[name].extend(got)
@@ -750,14 +788,14 @@ class Gallery:
 
     def identify(
         self,
-        probes: "ImageInput | Sequence[ImageInput]",
+        probes: ImageInput | Sequence[ImageInput],
         top_k: int = 5,
         far: float = 1e-3,
         cropped: bool = False,
         stream: str | None = None,
         threshold: float | None = None,
         upsample: int = 1,
-    ) -> list["IdentifyResult"]:
+    ) -> list[IdentifyResult]:
         """Who each probe face is: one result per face found (and one per image with none), with the
         top-k people and the open-set decision ("unknown" when no one reaches the calibrated threshold)."""
         recognizer = self._need_recognizer("identify")
@@ -767,21 +805,26 @@ class Gallery:
         return self.search(faces, top_k=top_k, far=far, threshold=threshold)
 
     def search(
-        self, faces: Sequence["FaceResult"], top_k: int = 5, far: float = 1e-3, threshold: float | None = None
-    ) -> list["IdentifyResult"]:
+        self, faces: Sequence[FaceResult], top_k: int = 5, far: float = 1e-3, threshold: float | None = None
+    ) -> list[IdentifyResult]:
         """``identify`` for faces already represented by this gallery's recognizer."""
-        from aird.recognizer import Candidate, IdentifyResult, check_threshold, pair_mode
 
         recognizer = self._need_recognizer("identify")
         self._check_top_k(top_k)
         if threshold is not None:
             threshold = check_threshold(threshold)
-        with self._lock:
+        with self._lock:  # the search copy changes with enrolments: one search or update at a time
             self._refresh()
-            meta = self.store.meta()
-            if "fingerprint" in meta:
+            if "fingerprint" in self.store.meta():
                 self.store.check_model(recognizer.fingerprint, recognizer.name)
-            index, names, routes = self._index, self._names, self._routes
+            return self._search(faces, top_k, far, threshold)
+
+    def _search(
+        self, faces: Sequence[FaceResult], top_k: int, far: float, threshold: float | None
+    ) -> list[IdentifyResult]:
+
+        recognizer = self._need_recognizer("identify")
+        index, names, routes = self._index, self._names, self._routes
         out = []
         thresholds: dict[str, float] = {}
 
@@ -810,7 +853,9 @@ class Gallery:
             best = candidates[0]
             status = "match" if best.accepted else "unknown"
             out.append(
-                IdentifyResult(face, status, best.name if best.accepted else None, best.score, best.threshold, far_used, candidates)
+                IdentifyResult(
+                    face, status, best.name if best.accepted else None, best.score, best.threshold, far_used, candidates
+                )
             )
         return out
 

@@ -19,9 +19,9 @@ import hashlib
 import json
 import math
 import threading
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from pathlib import Path
-from typing import TYPE_CHECKING, Any, Iterable, Literal, Sequence
+from typing import TYPE_CHECKING, Any, Iterable, Sequence
 
 import numpy as np
 import torch
@@ -32,17 +32,29 @@ from aird.adapt.streams import DEFAULT_STREAM_ADAPT, StreamStates, check_stream_
 from aird.data.align import AlignSettings, FaceAligner
 from aird.data.degrade import to_network_input
 from aird.data.inputs import MIN_SIDE, ImageInput, describe, read_image
-from aird.errors import AirdError, ConfigError, DataError, ModelFileError
+from aird.errors import ConfigError, DataError, ModelFileError
 from aird.models.embedder import faces_to_tensor, module_fingerprint
+from aird.results import (
+    HR_MIN_PX,
+    PAIR_MODES,
+    Box,
+    Candidate,
+    FaceResult,
+    IdentifyResult,
+    NoFaceError,
+    Skipped,
+    VerifyResult,
+    check_threshold,
+    far_value,
+    pair_mode,
+    route_of,
+)
 
 if TYPE_CHECKING:
     from aird.gallery import Gallery
 
-Route = Literal["hr", "lr"]
-HR_MIN_PX = 32  # a face chip this many source pixels a side or more is HR (teacher), smaller is LR (student)
 TEACHER = "dlib_resnet"
 TEACHER_SIZE = 150
-PAIR_MODES = ("hr-hr", "hr-lr", "lr-lr")
 BACKENDS = ("torch", "onnx")
 MAX_UPSAMPLE = 3
 # Registry names that carry trained weights without a student file (the teacher, and the teacher with its
@@ -50,180 +62,7 @@ MAX_UPSAMPLE = 3
 WEIGHTED_MODELS = (TEACHER, "dlib_resnet_bn")
 
 
-class NoFaceError(DataError):
-    """A verb needed a face in an image and the detector found none."""
-
-
-# ---------------------------------------------------------------------------- results
-
-
-@dataclass(frozen=True)
-class Box:
-    """A face's box in its source image, in pixels: (left, top) inclusive, (right, bottom) exclusive."""
-
-    left: int
-    top: int
-    right: int
-    bottom: int
-
-    @property
-    def width(self) -> int:
-        return self.right - self.left
-
-    @property
-    def height(self) -> int:
-        return self.bottom - self.top
-
-    def to_list(self) -> list[int]:
-        return [self.left, self.top, self.right, self.bottom]
-
-
-@dataclass
-class FaceResult:
-    """One face of one input image, or the record that an image held no face (``found`` False).
-
-    ``embedding`` is unit length (compare two by their dot product, the cosine similarity the thresholds
-    are on). ``face_px`` is the side of the aligned face chip in source pixels (for a crop: its shorter
-    side), the same measure as the resolutions the student was trained for; it decides ``route``.
-    """
-
-    source: str  # the file path, or "<bytes #i>", "<array #i>", "<PIL image #i>"
-    image: int  # position of the image in the call
-    found: bool
-    face: int = -1  # position of the face in its image (0: the largest); -1 when none was found
-    faces_in_image: int = 0
-    embedding: np.ndarray | None = field(default=None, repr=False)
-    route: Route | None = None
-    face_px: int | None = None
-    box: Box | None = None
-    cropped: bool = False  # True: the input was taken as a ready face crop, not searched by the detector
-    stream: str | None = None  # the stream whose adaptation embedded it (LR faces of a named stream only)
-    adapt: str = "off"  # the adaptation that embedded it
-    message: str = ""  # why no face was found, and what to try
-
-    def to_dict(self, embedding: bool = True) -> dict[str, Any]:
-        out: dict[str, Any] = {
-            "source": self.source,
-            "image": self.image,
-            "found": self.found,
-            "face": self.face,
-            "faces_in_image": self.faces_in_image,
-            "route": self.route,
-            "face_px": self.face_px,
-            "box": self.box.to_list() if self.box else None,
-            "cropped": self.cropped,
-            "stream": self.stream,
-            "adapt": self.adapt,
-            "message": self.message,
-        }
-        if embedding:
-            out["embedding"] = None if self.embedding is None else [float(v) for v in self.embedding]
-        return out
-
-
-@dataclass
-class VerifyResult:
-    """Whether two faces are one person: ``similarity >= threshold`` (calibrated at ``far`` for ``mode``)."""
-
-    verified: bool
-    similarity: float
-    threshold: float
-    far: float | None  # None when the caller gave the threshold
-    mode: str  # "hr-hr", "hr-lr" or "lr-lr": the two faces' routes
-    a: FaceResult
-    b: FaceResult
-    model: str
-
-    def to_dict(self) -> dict[str, Any]:
-        return {
-            "verified": self.verified,
-            "similarity": self.similarity,
-            "threshold": self.threshold,
-            "far": self.far,
-            "mode": self.mode,
-            "model": self.model,
-            "a": self.a.to_dict(embedding=False),
-            "b": self.b.to_dict(embedding=False),
-        }
-
-
-@dataclass
-class Candidate:
-    """One person of a gallery as a probe's match: their best entry's similarity and its threshold."""
-
-    name: str
-    score: float
-    threshold: float
-    mode: str  # pair mode of the probe and the person's best entry
-    accepted: bool  # score >= threshold
-
-    def to_dict(self) -> dict[str, Any]:
-        return {"name": self.name, "score": self.score, "threshold": self.threshold, "mode": self.mode, "accepted": self.accepted}
-
-
-@dataclass
-class IdentifyResult:
-    """Who one probe face is (open set): ``status`` is "match", "unknown" (no one reaches the threshold)
-    or "no_face" (the probe image held none; ``probe.message`` says what to try)."""
-
-    probe: FaceResult
-    status: Literal["match", "unknown", "no_face"]
-    name: str | None  # the matched person; None unless status is "match"
-    score: float | None  # the best candidate's similarity
-    threshold: float | None  # the threshold the best candidate was judged by
-    far: float | None
-    candidates: list[Candidate]  # the top-k people, best first
-
-    def to_dict(self) -> dict[str, Any]:
-        return {
-            "status": self.status,
-            "name": self.name,
-            "score": self.score,
-            "threshold": self.threshold,
-            "far": self.far,
-            "probe": self.probe.to_dict(embedding=False),
-            "candidates": [c.to_dict() for c in self.candidates],
-        }
-
-    ROW_FIELDS = ("source", "face", "status", "name", "score", "threshold", "mode", "route", "face_px", "box", "candidates", "message")
-
-    def to_row(self) -> dict[str, Any]:
-        """One flat row (CSV): the best candidate, then the top-k as "name:score" joined by "|"."""
-        best = self.candidates[0] if self.candidates else None
-        return {
-            "source": self.probe.source,
-            "face": self.probe.face,
-            "status": self.status,
-            "name": self.name or "",
-            "score": "" if self.score is None else f"{self.score:.4f}",
-            "threshold": "" if self.threshold is None else f"{self.threshold:.4f}",
-            "mode": best.mode if best else "",
-            "route": self.probe.route or "",
-            "face_px": "" if self.probe.face_px is None else self.probe.face_px,
-            "box": " ".join(str(v) for v in self.probe.box.to_list()) if self.probe.box else "",
-            "candidates": "|".join(f"{c.name}:{c.score:.4f}" for c in self.candidates),
-            "message": self.probe.message,
-        }
-
-
-@dataclass
-class Skipped:
-    """An input that could not be used, and why (a summary line for the user)."""
-
-    source: str
-    reason: str
-
-
 # ---------------------------------------------------------------------------- networks
-
-
-def pair_mode(route_a: str, route_b: str) -> str:
-    """The threshold mode of two faces: "hr-hr", "hr-lr" or "lr-lr" (order does not matter)."""
-    return "-".join(sorted((route_a, route_b)))
-
-
-def route_of(face_px: float) -> Route:
-    return "hr" if face_px >= HR_MIN_PX else "lr"
 
 
 class _Net:
@@ -281,27 +120,6 @@ def _as_list(images: ImageInput | Sequence[ImageInput]) -> list[ImageInput]:
     return [images]
 
 
-def check_threshold(threshold: float) -> float:
-    """A caller's own decision threshold: a cosine similarity in [-1, 1]."""
-    try:
-        value = float(threshold)
-    except (TypeError, ValueError):
-        raise ConfigError(f"threshold must be a cosine similarity in [-1, 1], got {threshold!r}") from None
-    if not -1.0 <= value <= 1.0:  # NaN fails this too
-        raise ConfigError(f"threshold must be a cosine similarity in [-1, 1], got {threshold!r}")
-    return value
-
-
-def _far_value(far: float | str) -> float:
-    try:
-        value = float(far)
-    except (TypeError, ValueError):
-        raise ConfigError(f"far must be a number such as 1e-3, got {far!r}") from None
-    if not 0.0 < value < 1.0:
-        raise ConfigError(f"far must lie in (0, 1), got {far!r}")
-    return value
-
-
 # ---------------------------------------------------------------------------- the recognizer
 
 
@@ -338,7 +156,9 @@ class Recognizer:
         if backend not in BACKENDS:
             raise ConfigError(f"unknown backend {backend!r}; choose one of: {', '.join(BACKENDS)}")
         if backend == "onnx" and adapt != "off":
-            raise ConfigError(f"stream adaptation ({adapt}) runs on the torch backend; use backend='torch' or adapt='off'")
+            raise ConfigError(
+                f"stream adaptation ({adapt}) runs on the torch backend; use backend='torch' or adapt='off'"
+            )
         self.name = name
         self.path = path
         self.card = dict(card or {})
@@ -353,7 +173,11 @@ class Recognizer:
         self.fingerprint = hashlib.sha1(blob).hexdigest()[:16]
         self._teacher = _Net(teacher, TEACHER_SIZE, teacher_fp, backend, device, batch_size)
         same = student is teacher
-        self._student = self._teacher if same else _Net(student, self.student_size, self.student_fingerprint, backend, device, batch_size)
+        self._student = (
+            self._teacher
+            if same
+            else _Net(student, self.student_size, self.student_fingerprint, backend, device, batch_size)
+        )
         self.streams = StreamStates(student, adapt, fingerprint=self.fingerprint, **adapt_options)
         self._aligner: FaceAligner | None = None
         self._aligner_lock = threading.Lock()
@@ -419,7 +243,9 @@ class Recognizer:
         mode = pair_mode(fa.route, fb.route)
         thr = check_threshold(threshold) if threshold is not None else self.threshold(mode, far)
         sim = float(np.dot(fa.embedding, fb.embedding))
-        return VerifyResult(sim >= thr, sim, thr, None if threshold is not None else _far_value(far), mode, fa, fb, self.name)
+        return VerifyResult(
+            sim >= thr, sim, thr, None if threshold is not None else far_value(far), mode, fa, fb, self.name
+        )
 
     def gallery(self, path: str | Path, index: str = "exact") -> "Gallery":
         """The gallery stored in ``path`` (SQLite; created by its first enrolment)."""
@@ -431,7 +257,7 @@ class Recognizer:
         """The card's calibrated cosine threshold for a pair mode at a false accept rate."""
         if mode not in PAIR_MODES:
             raise ConfigError(f"unknown pair mode {mode!r}; choose one of: {', '.join(PAIR_MODES)}")
-        value = _far_value(far)
+        value = far_value(far)
         table = self.card.get("thresholds") or {}
         if not table:
             raise ConfigError(
@@ -502,7 +328,9 @@ class Recognizer:
             raise NoFaceError(faces[0].message, faces[0].source)
         return faces[0]
 
-    def _faces(self, rgb: np.ndarray, source: str, index: int, cropped: bool, upsample: int) -> FaceResult | list[_Pending]:
+    def _faces(
+        self, rgb: np.ndarray, source: str, index: int, cropped: bool, upsample: int
+    ) -> FaceResult | list[_Pending]:
         h, w = rgb.shape[:2]
         if cropped:
             px = min(h, w)
@@ -511,7 +339,9 @@ class Recognizer:
             result = FaceResult(source, index, True, 0, 1, route=route, face_px=px, box=Box(0, 0, w, h), cropped=True)
             return [_Pending(result, to_network_input(rgb, size))]
         if not isinstance(upsample, int) or isinstance(upsample, bool) or not 0 <= upsample <= MAX_UPSAMPLE:
-            raise ConfigError(f"upsample must be an integer 0..{MAX_UPSAMPLE} (detector pyramid doublings), got {upsample!r}")
+            raise ConfigError(
+                f"upsample must be an integer 0..{MAX_UPSAMPLE} (detector pyramid doublings), got {upsample!r}"
+            )
         aligner = self._get_aligner()
         with self._aligner_lock:  # dlib's detector and predictor are not documented thread-safe
             detected = aligner.detect(rgb, upsample)
@@ -524,9 +354,11 @@ class Recognizer:
                     # An LR face is cut at its native resolution, then takes the one LR path to the student.
                     native = aligner.chip(rgb, face, max(MIN_SIDE, round(face.chip_px)))
                     pixels = to_network_input(native, self.student_size)
-                l, t, r, b = face.box
-                box = Box(max(0, l), max(0, t), min(w, r + 1), min(h, b + 1))
-                result = FaceResult(source, index, True, k, len(detected), route=route, face_px=round(face.chip_px), box=box)
+                left, top, right, bottom = face.box
+                box = Box(max(0, left), max(0, top), min(w, right + 1), min(h, bottom + 1))
+                result = FaceResult(
+                    source, index, True, k, len(detected), route=route, face_px=round(face.chip_px), box=box
+                )
                 found.append(_Pending(result, pixels))
         if found:
             return found
@@ -617,7 +449,17 @@ def load(
     teacher = get_model(TEACHER)
     if isinstance(model, str) and model in WEIGHTED_MODELS:
         student = teacher if model == TEACHER else get_model(model)
-        return Recognizer(teacher, student, TEACHER_SIZE, model, backend=backend, device=device, adapt=adapt, batch_size=batch_size, **adapt_options)
+        return Recognizer(
+            teacher,
+            student,
+            TEACHER_SIZE,
+            model,
+            backend=backend,
+            device=device,
+            adapt=adapt,
+            batch_size=batch_size,
+            **adapt_options,
+        )
     if isinstance(model, str) and model in list_models():
         raise ConfigError(
             f"model {model!r} is an architecture without trained weights; pass a student .safetensors file "
@@ -625,7 +467,9 @@ def load(
         )
     path = _shipped_path() if model is None else Path(model).expanduser()
     if not path.exists():
-        raise ModelFileError(f"{path}: model file not found; pass a student .safetensors or one of {', '.join(WEIGHTED_MODELS)}")
+        raise ModelFileError(
+            f"{path}: model file not found; pass a student .safetensors or one of {', '.join(WEIGHTED_MODELS)}"
+        )
     if path.is_dir():
         raise ModelFileError(f"{path}: is a folder; pass the student .safetensors file inside it")
     try:
@@ -652,7 +496,6 @@ def load(
 
 
 __all__ = [
-    "AirdError",
     "Box",
     "Candidate",
     "FaceResult",

@@ -81,7 +81,9 @@ def main() -> None:
         owners = np.arange(n)
         queries = min(args.queries, 50) if n >= 1_000_000 else args.queries
         planted = rng.choice(n, queries, replace=False)
-        probes = unit_rows(vectors[planted] + 0.48 / np.sqrt(DIM) * rng.standard_normal((queries, DIM), dtype=np.float32))
+        probes = unit_rows(
+            vectors[planted] + 0.48 / np.sqrt(DIM) * rng.standard_normal((queries, DIM), dtype=np.float32)
+        )
         exact_found = None
         for kind in ["exact"] + [k for k in args.indexes if k != "exact"]:
             t0 = time.perf_counter()
@@ -100,7 +102,9 @@ def main() -> None:
                 "planted_top1": float(np.mean([f[0] == p for f, p in zip(found, planted)])),
             }
             if kind != "exact":
-                metrics["recall_at_5"] = float(np.mean([len(set(f) & set(e)) / TOP_K for f, e in zip(found, exact_found)]))
+                metrics["recall_at_5"] = float(
+                    np.mean([len(set(f) & set(e)) / TOP_K for f, e in zip(found, exact_found)])
+                )
             records.append(
                 dict(
                     benchmark="gallery-search",

@@ -51,7 +51,9 @@ class StreamInfo:
 
 def check_stream_name(stream: str) -> str:
     if not isinstance(stream, str) or not stream.strip() or len(stream) > MAX_STREAM_NAME:
-        raise ConfigError(f"a stream is named by a non-empty string of at most {MAX_STREAM_NAME} characters, got {stream!r}")
+        raise ConfigError(
+            f"a stream is named by a non-empty string of at most {MAX_STREAM_NAME} characters, got {stream!r}"
+        )
     return stream
 
 
@@ -109,7 +111,9 @@ class StreamStates:
         check_stream_name(stream)
         with self._lock:
             count = self._counts.get(stream, {"faces": 0, "batches": 0, "updated": None})
-            return StreamInfo(stream, self._record_name(), count["faces"], count["batches"], count["updated"], self._shift(stream))
+            return StreamInfo(
+                stream, self._record_name(), count["faces"], count["batches"], count["updated"], self._shift(stream)
+            )
 
     def reset(self, stream: str | None = None) -> None:
         """Forget ``stream``'s adaptation (every stream's if None): it restarts from the training statistics."""

@@ -140,5 +140,7 @@ class FaceAligner:
     def chip(self, image: np.ndarray, face: DetectedFace, size: int | None = None) -> np.ndarray:
         """The aligned chip of a detected face at ``size`` x ``size`` (default: the settings' size)."""
         size = size or self.settings.size
-        chip = self._dlib.get_face_chip(np.ascontiguousarray(image), face.shape, size=size, padding=self.settings.padding)
+        chip = self._dlib.get_face_chip(
+            np.ascontiguousarray(image), face.shape, size=size, padding=self.settings.padding
+        )
         return np.asarray(chip, dtype=np.uint8)

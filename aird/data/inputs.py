@@ -54,6 +54,8 @@ def read_image(image: ImageInput, source: str | None = None, max_pixels: int = M
         rgb = _decode(io.BytesIO(data), source, max_pixels)
     elif isinstance(image, (str, os.PathLike)):
         path = Path(image)
+        if path.is_dir():
+            raise DataError("is a folder, not an image", path, "pass its image files (the CLI takes folders)")
         if not path.is_file():
             raise DataError("image file not found", path, "check the path")
         if path.stat().st_size == 0:
@@ -171,7 +173,9 @@ def expand_paths(items: "list[str | Path]", recursive: bool = True) -> list[Path
             files = [
                 f for f in found if f.is_file() and not any(part.startswith(".") for part in f.relative_to(path).parts)
             ]
-            out.extend(sorted(files, key=lambda f: tuple(natural_key(Path(part)) for part in f.relative_to(path).parts)))
+            out.extend(
+                sorted(files, key=lambda f: tuple(natural_key(Path(part)) for part in f.relative_to(path).parts))
+            )
         else:
             out.append(path)  # a missing file is reported when read
     return out

@@ -38,7 +38,11 @@ def faces_to_tensor(faces: np.ndarray, size: int | None = None) -> torch.Tensor:
     """
     faces = np.asarray(faces)
     if size is not None and faces.shape[1:3] != (size, size):
-        faces = np.stack([to_network_input(f, size) for f in faces]) if len(faces) else np.zeros((0, size, size, 3), np.uint8)
+        faces = (
+            np.stack([to_network_input(f, size) for f in faces])
+            if len(faces)
+            else np.zeros((0, size, size, 3), np.uint8)
+        )
     return torch.from_numpy(np.ascontiguousarray(faces)).permute(0, 3, 1, 2).float()
 
 

@@ -9,7 +9,7 @@ from students import lr_crop, orl_paths, write_student
 
 import aird
 from aird.gallery import GalleryError
-from aird.recognizer import NoFaceError
+from aird.results import NoFaceError
 
 pytestmark = pytest.mark.data
 

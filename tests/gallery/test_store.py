@@ -10,7 +10,7 @@ from students import StubRecognizer, face, unit
 import aird.gallery as gallery_module
 from aird.errors import ConfigError, DataError
 from aird.gallery import Gallery, GalleryError, GalleryStore, SearchIndex
-from aird.recognizer import FaceResult, NoFaceError
+from aird.results import FaceResult, NoFaceError
 
 
 def brute_force(vectors, owners, q, k):
@@ -109,7 +109,12 @@ def test_another_models_embeddings_are_refused_naming_both(tmp_path):
 def test_unknown_gallery_is_an_error_not_a_new_file(tmp_path):
     path = tmp_path / "sub" / "none.db"
     g = Gallery(path, StubRecognizer())
-    for call in (g.list, lambda: g.search([face(np.ones(8))]), lambda: g.remove("ann"), lambda: g.export(tmp_path / "x.npz")):
+    for call in (
+        g.list,
+        lambda: g.search([face(np.ones(8))]),
+        lambda: g.remove("ann"),
+        lambda: g.export(tmp_path / "x.npz"),
+    ):
         with pytest.raises(GalleryError, match="no such gallery"):
             call()
     assert not path.exists()

@@ -69,11 +69,15 @@ def unit(x: np.ndarray) -> np.ndarray:
     return (x / np.linalg.norm(x, axis=-1, keepdims=True)).astype(np.float32)
 
 
-def face(vector: np.ndarray, source: str = "photo.jpg", route: str = "hr", face_px: int = 100, image: int = 0, index: int = 0):
+def face(
+    vector: np.ndarray, source: str = "photo.jpg", route: str = "hr", face_px: int = 100, image: int = 0, index: int = 0
+):
     """A represented face, as Recognizer.represent returns it."""
-    from aird.recognizer import Box, FaceResult
+    from aird.results import Box, FaceResult
 
-    return FaceResult(source, image, True, index, 1, unit(np.asarray(vector, np.float32)), route, face_px, Box(0, 0, face_px, face_px))
+    return FaceResult(
+        source, image, True, index, 1, unit(np.asarray(vector, np.float32)), route, face_px, Box(0, 0, face_px, face_px)
+    )
 
 
 # ---------------------------------------------------------------------------- fixtures (imported by the conftests)

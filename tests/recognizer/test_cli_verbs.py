@@ -55,7 +55,9 @@ def test_verify(student_file, data_root, orl_chips, tmp_path, capsys):
     assert main(["verify", str(photo), str(data_root / "orl" / "s1" / "2.pgm"), "--model", str(student_file)]) == 0
     out = capsys.readouterr().out
     assert out.startswith("same person: similarity") and "hr-hr at FAR 0.001" in out
-    assert main(["verify", str(photo), str(crop), "--cropped", "b", "--format", "json", "--model", str(student_file)]) == 0
+    assert (
+        main(["verify", str(photo), str(crop), "--cropped", "b", "--format", "json", "--model", str(student_file)]) == 0
+    )
     result = json.loads(capsys.readouterr().out)
     assert result["mode"] == "hr-lr" and result["b"]["route"] == "lr" and result["b"]["face_px"] == 16
 
@@ -89,7 +91,23 @@ def test_enrol_folder_identify_and_manage(fast_model, known, probes, tmp_path, c
     assert "skipped 1 file(s)" in captured.err and "truncated.jpg" in captured.err
 
     out = tmp_path / "who.csv"
-    assert main(["identify", "--gallery", str(gallery), str(probes), "--cropped", "--top-k", "2", "--out", str(out), "--quiet"]) == 0
+    assert (
+        main(
+            [
+                "identify",
+                "--gallery",
+                str(gallery),
+                str(probes),
+                "--cropped",
+                "--top-k",
+                "2",
+                "--out",
+                str(out),
+                "--quiet",
+            ]
+        )
+        == 0
+    )
     err = capsys.readouterr().err
     assert "6 result(s) from 6 image(s)" in err and "readme.txt: not a readable image" in err
     rows = list(csv.DictReader(io.StringIO(out.read_text())))
@@ -98,7 +116,22 @@ def test_enrol_folder_identify_and_manage(fast_model, known, probes, tmp_path, c
     rank1 = np.mean([r["candidates"].split(":")[0] == r["source"].split("/")[-1].split("_")[0] for r in rows])
     assert rank1 >= 0.5  # of 3 people: chance is 1/3
 
-    assert main(["identify", "--gallery", str(gallery), str(probes / "cam" / "s1_1.png"), "--cropped", "--format", "json", "--threshold", "-1"]) == 0
+    assert (
+        main(
+            [
+                "identify",
+                "--gallery",
+                str(gallery),
+                str(probes / "cam" / "s1_1.png"),
+                "--cropped",
+                "--format",
+                "json",
+                "--threshold",
+                "-1",
+            ]
+        )
+        == 0
+    )
     result = json.loads(capsys.readouterr().out)
     assert result["results"][0]["status"] == "match" and result["results"][0]["threshold"] == -1.0
 

@@ -9,7 +9,7 @@ from students import CARD, lr_crop, write_student
 
 import aird
 from aird.errors import ConfigError, DataError, ModelFileError
-from aird.recognizer import HR_MIN_PX, NoFaceError, pair_mode
+from aird.results import HR_MIN_PX, NoFaceError, pair_mode
 
 pytestmark = pytest.mark.data
 
@@ -149,13 +149,13 @@ def test_bad_images_raise_naming_the_input(recognizer, tmp_path):
     ],
     ids=["truncated", "random-bytes", "other-architecture"],
 )
-def test_bad_student_files(tmp_path, student_file, make, message):
+def test_bad_student_files(tmp_path, student_file, recognizer, make, message):
     path = tmp_path / "student.safetensors"
     make(path, student_file)
     if message is None:
         # Another architecture that is a valid student loads as that architecture (16 px input).
         rec = aird.load(path)
-        assert rec.student_size == 16 and rec.fingerprint != aird.load(student_file).fingerprint
+        assert rec.student_size == 16 and rec.fingerprint != recognizer.fingerprint
         return
     with pytest.raises(ModelFileError, match=message) as err:
         aird.load(path)

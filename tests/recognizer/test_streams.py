@@ -54,7 +54,9 @@ def test_a_stream_adapts_its_lr_probes_and_nothing_else(adaptive, crops, orl_chi
     assert adaptive.streams.show("camera-2").faces == 0 and adaptive.streams.show("camera-2").shift == 0.0
     first_on_cam2 = adaptive.represent(crops, cropped=True, stream="camera-2")
     fresh = aird.load(adaptive.path, adapt="facebn-ema", momentum=0.5)
-    assert np.allclose(embeddings(first_on_cam2), embeddings(fresh.represent(crops, cropped=True, stream="camera-2")), atol=1e-5)
+    assert np.allclose(
+        embeddings(first_on_cam2), embeddings(fresh.represent(crops, cropped=True, stream="camera-2")), atol=1e-5
+    )
     # An HR face in a stream call goes to the teacher, never adapted.
     mixed = adaptive.represent([hr, crops[0]], cropped=True, stream="camera-1")
     assert mixed[0].route == "hr" and mixed[0].adapt == "off" and mixed[0].stream is None
