@@ -221,7 +221,21 @@ def _add_recognizer_verbs(sub) -> None:
     idf.add_argument("--top-k", type=int, default=5, help="people listed per face (default: %(default)s)")
     decision_options(idf)
     idf.add_argument("--cropped", action="store_true", help="the probes are ready face crops (any size)")
-    idf.add_argument("--stream", default=None, help="camera name: LR probes use its FaceBN state (see docs/facebn.md)")
+    idf.add_argument("--stream", default=None, help="camera name: its LR probes are embedded with its FaceBN state")
+    idf.add_argument(
+        "--adapt",
+        default="off",
+        choices=["off", "facebn-ema", "facebn-alpha", "facebn-batch"],
+        help="FaceBN mode of the --stream (default: off; at one face per batch facebn-ema loses 44 points on ORL, "
+        "docs/recognizer.md). Probes are adapted in batches of 32 files",
+    )
+    idf.add_argument(
+        "--stream-state",
+        type=Path,
+        default=None,
+        metavar="DIR",
+        help="keep the stream's FaceBN state across runs: loaded from DIR if saved there, saved back after",
+    )
     idf.add_argument("--format", choices=["csv", "json"], default="csv")
     idf.add_argument("--out", type=Path, default=None, help="write the results here instead of to stdout")
     idf.add_argument(
@@ -246,7 +260,7 @@ def _add_recognizer_verbs(sub) -> None:
 def _recognizer(args: argparse.Namespace):
     from aird.recognizer import load
 
-    return load(args.model)
+    return load(args.model, adapt=getattr(args, "adapt", "off"))
 
 
 def _print_skipped(skipped, out=None) -> None:
@@ -314,17 +328,23 @@ def cmd_identify(args: argparse.Namespace) -> int:
 
     from aird.data.inputs import expand_paths
     from aird.io import atomic_path
-    from aird.recognizer import IdentifyResult
+    from aird.results import IdentifyResult
 
     if args.top_k < 1:
         raise AirdError(f"--top-k must be at least 1, got {args.top_k}")
+    if (args.adapt != "off" or args.stream_state) and not args.stream:
+        raise AirdError("--adapt and --stream-state adapt a camera's probes: name it with --stream")
     recognizer = _recognizer(args)
     gallery = recognizer.gallery(args.gallery, index=args.index)
     gallery.store.connect()  # an unknown gallery fails before any image is read
+    if args.stream_state:
+        recognizer.streams.load(args.stream_state, missing_ok=True)
     paths = expand_paths(args.probes)
     faces, skipped = recognizer.represent_files(
         paths, cropped=args.cropped, upsample=args.upsample, stream=args.stream, progress=not args.quiet, desc="probes"
     )
+    if args.stream_state:
+        recognizer.streams.save(args.stream_state)
     results = gallery.search(faces, top_k=args.top_k, far=args.far, threshold=args.threshold)
     if args.format == "json":
         text = (

@@ -1,6 +1,6 @@
 """The recognizer a user meets first: ``aird.load()`` and its verbs ``represent``, ``verify``, ``gallery``.
 
-Two embedders, one space (``/work/shared`` contract): HR faces (an aligned chip at least
+Two embedders, one space: HR faces (an aligned chip at least
 ``HR_MIN_PX`` source pixels a side: photos, badge pictures) are embedded by the teacher (the PyTorch
 port of dlib's ResNet) and LR faces (smaller: CCTV crops) by the student distilled into the teacher's
 space. A face's route ("hr" / "lr") picks the embedder, and a pair's routes pick the calibrated
@@ -155,6 +155,10 @@ class Recognizer:
     ):
         if backend not in BACKENDS:
             raise ConfigError(f"unknown backend {backend!r}; choose one of: {', '.join(BACKENDS)}")
+        if backend == "onnx" and device != "cpu":
+            raise ConfigError(
+                f"backend 'onnx' runs on the CPU here; use device='cpu' or backend='torch' for {device!r}"
+            )
         if backend == "onnx" and adapt != "off":
             raise ConfigError(
                 f"stream adaptation ({adapt}) runs on the torch backend; use backend='torch' or adapt='off'"

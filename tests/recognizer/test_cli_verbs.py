@@ -160,3 +160,18 @@ def test_enrol_one_person_from_images(fast_model, data_root, tmp_path, capsys):
     assert "NAME IMAGE" in capsys.readouterr().err
     assert main(["gallery", "list", "--gallery", str(tmp_path / "other.db")]) == 2
     assert "no such gallery" in capsys.readouterr().err
+
+
+def test_identify_keeps_a_cameras_stream_state_across_runs(fast_model, known, probes, tmp_path, capsys):
+    gallery, state = tmp_path / "g.db", tmp_path / "cam-state"
+    assert main(["enrol", "--gallery", str(gallery), str(known), "--quiet"]) == 0
+    fast_model.streams.reset()
+    run = ["identify", "--gallery", str(gallery), str(probes), "--cropped", "--stream", "cam-7", "--quiet"]
+    assert main([*run, "--stream-state", str(state)]) == 0
+    assert (state / "streams.pt").is_file()
+    fast_model.streams.reset()  # a new process would start empty: the state comes back from the folder
+    assert main([*run, "--stream-state", str(state)]) == 0
+    assert fast_model.streams.show("cam-7").faces == 12  # 6 probes in each run
+    capsys.readouterr()
+    assert main(["identify", "--gallery", str(gallery), str(probes), "--adapt", "facebn-ema"]) == 2
+    assert "--stream" in capsys.readouterr().err
