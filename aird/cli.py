@@ -19,6 +19,9 @@ EPILOG = """examples:
   aird eval --benchmark lfw --res hr                 the teacher on HR chips (150x150)
   aird eval --benchmark orl --res 12                 ORL identification: HR gallery, 12 px probes
   aird eval --model dlib --folds 1-2 --res 16        dlib-bin itself on 1,200 pairs
+  aird verify badge.jpg crop.png --cropped b         one person? (B is a ready face crop)
+  aird enrol --gallery people.db known/              one sub-folder of photos per person
+  aird identify --gallery people.db probes/ --cropped --format csv --out who.csv
 
 data: --data-root or $AIRD_DATA (default ../shared/data); caches: $AIRD_CACHE (default ~/.cache/aird)"""
 
@@ -64,7 +67,8 @@ def build_parser() -> argparse.ArgumentParser:
 
     parser = argparse.ArgumentParser(
         prog="aird",
-        description="Low-resolution face recognition: evaluate face models on LFW and ORL at 8-32 px.",
+        description="Low-resolution face recognition: recognise faces (verify, enrol, identify; faces of 8 px "
+        "and up) and evaluate face models on LFW and ORL at 8-32 px.",
         epilog=EPILOG,
         formatter_class=argparse.RawDescriptionHelpFormatter,
     )
@@ -201,6 +205,8 @@ def build_parser() -> argparse.ArgumentParser:
     ex.add_argument("--out", type=Path, required=True, help="the .onnx file to write")
     ex.add_argument("--opset", type=int, default=17, help="ONNX opset (default: %(default)s)")
 
+    _add_recognizer_verbs(sub)
+
     th = sub.add_parser("train-head", help="fit the teacher's cosine classifier C_t on a config's training set")
     th.add_argument("--config", type=Path, required=True)
     th.add_argument(
@@ -208,6 +214,271 @@ def build_parser() -> argparse.ArgumentParser:
     )
     th.add_argument("--quiet", action="store_true")
     return parser
+
+
+def _far(text: str) -> float:
+    try:
+        value = float(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"bad false accept rate {text!r}: use e.g. 1e-3") from None
+    if not 0.0 < value < 1.0:
+        raise argparse.ArgumentTypeError(f"false accept rate must lie in (0, 1), got {text!r}")
+    return value
+
+
+def _add_recognizer_verbs(sub) -> None:
+    """verify, enrol, identify, gallery: the recognizer a user meets first (aird.load and its verbs)."""
+
+    def model_options(p: argparse.ArgumentParser) -> None:
+        p.add_argument(
+            "--model",
+            default=None,
+            metavar="MODEL",
+            help="a student .safetensors (default: the shipped student), dlib_resnet (the teacher alone) or dlib_resnet_bn",
+        )
+        p.add_argument(
+            "--upsample",
+            type=int,
+            default=1,
+            help="detector doublings of a photo first: 1 finds faces "
+            "of ~40 px, 2 of ~20 px (slower) (default: %(default)s)",
+        )
+        p.add_argument("--quiet", action="store_true", help="no progress bars")
+
+    def decision_options(p: argparse.ArgumentParser) -> None:
+        p.add_argument(
+            "--far",
+            type=_far,
+            default=1e-3,
+            help="false accept rate whose calibrated threshold decides (the model card's; default: %(default)s)",
+        )
+        p.add_argument(
+            "--threshold", type=float, default=None, help="decide by this cosine similarity instead of --far"
+        )
+
+    ve = sub.add_parser("verify", help="are the faces in two images one person?")
+    ve.add_argument("a", metavar="A", help="image file (a photo, or a face crop with --cropped)")
+    ve.add_argument("b", metavar="B", help="image file")
+    ve.add_argument(
+        "--cropped",
+        nargs="?",
+        const="both",
+        default=None,
+        choices=["both", "a", "b"],
+        help="the images are ready face crops (any size): both (default when given), or only a or b",
+    )
+    decision_options(ve)
+    ve.add_argument("--format", choices=["text", "json"], default="text")
+    model_options(ve)
+
+    en = sub.add_parser(
+        "enrol",
+        help="add people to a gallery: NAME IMAGE... or a FOLDER with one sub-folder per person",
+        description="aird enrol --gallery G NAME IMAGE... adds one person (images or folders of images); "
+        "aird enrol --gallery G FOLDER adds every sub-folder of FOLDER as a person named after it.",
+    )
+    en.add_argument("--gallery", type=Path, required=True, help="gallery file (SQLite; created if missing)")
+    en.add_argument("items", nargs="+", metavar="NAME IMAGE... | FOLDER")
+    en.add_argument("--cropped", action="store_true", help="the images are ready face crops (any size)")
+    model_options(en)
+
+    idf = sub.add_parser("identify", help="who are the faces in these images? (top-k from a gallery, open set)")
+    idf.add_argument("--gallery", type=Path, required=True, help="gallery file made by 'aird enrol'")
+    idf.add_argument("probes", nargs="+", metavar="IMAGE|FOLDER", help="images, or folders searched recursively")
+    idf.add_argument("--top-k", type=int, default=5, help="people listed per face (default: %(default)s)")
+    decision_options(idf)
+    idf.add_argument("--cropped", action="store_true", help="the probes are ready face crops (any size)")
+    idf.add_argument("--stream", default=None, help="camera name: its LR probes are embedded with its FaceBN state")
+    idf.add_argument(
+        "--adapt",
+        default="off",
+        choices=["off", "facebn-ema", "facebn-alpha", "facebn-batch"],
+        help="FaceBN mode of the --stream (default: off; at one face per batch facebn-ema loses 44 points on ORL, "
+        "docs/recognizer.md). Probes are adapted in batches of 32 files",
+    )
+    idf.add_argument(
+        "--stream-state",
+        type=Path,
+        default=None,
+        metavar="DIR",
+        help="keep the stream's FaceBN state across runs: loaded from DIR if saved there, saved back after",
+    )
+    idf.add_argument("--format", choices=["csv", "json"], default="csv")
+    idf.add_argument("--out", type=Path, default=None, help="write the results here instead of to stdout")
+    idf.add_argument(
+        "--index", choices=["exact", "faiss"], default="exact", help="gallery search (default: %(default)s)"
+    )
+    model_options(idf)
+
+    ga = sub.add_parser("gallery", help="list, remove, export or import a gallery's people (no model needed)")
+    gsub = ga.add_subparsers(dest="gallery_command", metavar="ACTION", required=True)
+    gl = gsub.add_parser("list", help="people, their embedding counts and enrolment times")
+    gl.add_argument("--format", choices=["text", "json"], default="text")
+    gr = gsub.add_parser("remove", help="delete people and all their embeddings")
+    gr.add_argument("names", nargs="+", metavar="NAME")
+    ge = gsub.add_parser("export", help="write every entry to a portable .npz (with the model fingerprint)")
+    ge.add_argument("file", type=Path, metavar="FILE.npz")
+    gi = gsub.add_parser("import", help="add an export's entries (the gallery is created if missing)")
+    gi.add_argument("file", type=Path, metavar="FILE.npz")
+    for p in (gl, gr, ge, gi):
+        p.add_argument("--gallery", type=Path, required=True, help="gallery file")
+
+
+def _recognizer(args: argparse.Namespace):
+    from aird.recognizer import load
+
+    return load(args.model, adapt=getattr(args, "adapt", "off"))
+
+
+def _print_skipped(skipped, out=None) -> None:
+    out = out or sys.stderr
+    if skipped:
+        print(f"skipped {len(skipped)} file(s):", file=out)
+        for s in skipped:
+            print(f"  {s.source}: {s.reason}", file=out)
+
+
+def cmd_verify(args: argparse.Namespace) -> int:
+    import json
+
+    cropped = {None: (False, False), "both": (True, True), "a": (True, False), "b": (False, True)}[args.cropped]
+    result = _recognizer(args).verify(
+        args.a, args.b, far=args.far, cropped=cropped, threshold=args.threshold, upsample=args.upsample
+    )
+    if args.format == "json":
+        print(json.dumps(result.to_dict(), indent=2))
+        return 0
+    verdict = "same person" if result.verified else "different people"
+    rule = f"{result.mode} at FAR {result.far:g}" if result.far is not None else "given threshold"
+    print(
+        f"{verdict}: similarity {result.similarity:.4f} {'>=' if result.verified else '<'} threshold {result.threshold:.4f} ({rule})"
+    )
+    for side, face in (("A", result.a), ("B", result.b)):
+        extra = f", largest of {face.faces_in_image} faces" if face.faces_in_image > 1 else ""
+        print(f"  {side}: {face.source} ({face.route}, {face.face_px} px{extra})")
+    return 0
+
+
+def cmd_enrol(args: argparse.Namespace) -> int:
+    gallery = _recognizer(args).gallery(args.gallery)
+    progress = not args.quiet
+    if len(args.items) == 1:
+        folder = Path(args.items[0])
+        if not folder.is_dir():
+            raise AirdError(
+                f"{folder}: not a folder; enrol one person with: aird enrol --gallery {args.gallery} NAME IMAGE..., "
+                "or everyone with: aird enrol --gallery G FOLDER (one sub-folder per person)"
+            )
+        results, skipped = gallery.enrol_folder(folder, cropped=args.cropped, upsample=args.upsample, progress=progress)
+    else:
+        result = gallery.enrol_files(
+            args.items[0], args.items[1:], cropped=args.cropped, upsample=args.upsample, progress=progress
+        )
+        results, skipped = [result], result.skipped
+    for r in results:
+        for note in r.notes:
+            print(f"note: {note}", file=sys.stderr)
+    added = sum(r.added for r in results)
+    people = sum(1 for r in results if r.added)
+    print(f"enrolled {added} face(s) of {people} person(s) into {args.gallery}")
+    missing = [r.name for r in results if not r.added]
+    if missing:
+        print(f"no face enrolled for: {', '.join(missing)}", file=sys.stderr)
+    _print_skipped(skipped)
+    return 0
+
+
+def cmd_identify(args: argparse.Namespace) -> int:
+    import csv
+    import io
+    import json
+
+    from aird.data.inputs import expand_paths
+    from aird.io import atomic_path
+    from aird.results import IdentifyResult
+
+    if args.top_k < 1:
+        raise AirdError(f"--top-k must be at least 1, got {args.top_k}")
+    if (args.adapt != "off" or args.stream_state) and not args.stream:
+        raise AirdError("--adapt and --stream-state adapt a camera's probes: name it with --stream")
+    recognizer = _recognizer(args)
+    gallery = recognizer.gallery(args.gallery, index=args.index)
+    gallery.store.connect()  # an unknown gallery fails before any image is read
+    if args.stream_state:
+        recognizer.streams.load(args.stream_state, missing_ok=True)
+    paths = expand_paths(args.probes)
+    faces, skipped = recognizer.represent_files(
+        paths, cropped=args.cropped, upsample=args.upsample, stream=args.stream, progress=not args.quiet, desc="probes"
+    )
+    if args.stream_state:
+        recognizer.streams.save(args.stream_state)
+    results = gallery.search(faces, top_k=args.top_k, far=args.far, threshold=args.threshold)
+    if args.format == "json":
+        text = (
+            json.dumps(
+                {
+                    "results": [r.to_dict() for r in results],
+                    "skipped": [{"source": s.source, "reason": s.reason} for s in skipped],
+                },
+                indent=2,
+            )
+            + "\n"
+        )
+    else:
+        buf = io.StringIO()
+        writer = csv.DictWriter(buf, fieldnames=IdentifyResult.ROW_FIELDS, lineterminator="\n")
+        writer.writeheader()
+        writer.writerows(r.to_row() for r in results)
+        text = buf.getvalue()
+    if args.out:
+        with atomic_path(args.out) as tmp:
+            tmp.write_text(text)
+    else:
+        sys.stdout.write(text)
+    counts = {k: sum(r.status == k for r in results) for k in ("match", "unknown", "no_face")}
+    print(
+        f"{len(results)} result(s) from {len(paths) - len(skipped)} image(s): {counts['match']} matched, "
+        f"{counts['unknown']} unknown, {counts['no_face']} image(s) without a face"
+        + (f"; written to {args.out}" if args.out else ""),
+        file=sys.stderr,
+    )
+    _print_skipped(skipped)
+    return 0
+
+
+def cmd_gallery(args: argparse.Namespace) -> int:
+    import json
+
+    from aird.gallery import Gallery
+
+    gallery = Gallery(args.gallery)
+    if args.gallery_command == "list":
+        people = gallery.list()
+        if args.format == "json":
+            print(
+                json.dumps(
+                    {"gallery": str(args.gallery), **gallery.store.meta(), "people": [p.to_dict() for p in people]},
+                    indent=2,
+                )
+            )
+            return 0
+        meta = gallery.store.meta()
+        print(
+            f"{args.gallery}: {len(people)} people, model {meta.get('model', '-')} (fingerprint {meta.get('fingerprint', '-')})"
+        )
+        for p in people:
+            d = p.to_dict()
+            routes = ", ".join(f"{k} {v}" for k, v in sorted(p.routes.items()))
+            print(f"  {p.name}\t{p.embeddings} embedding(s) ({routes})\tlast enrolled {d['last_enrolled']}")
+    elif args.gallery_command == "remove":
+        for name in args.names:
+            print(f"removed {name} ({gallery.remove(name)} embedding(s))")
+    elif args.gallery_command == "export":
+        print(f"exported {len(gallery.list())} people to {gallery.export(args.file)}")
+    else:
+        people, added = gallery.import_(args.file)
+        print(f"imported {added} embedding(s) of {people} people into {args.gallery}")
+    return 0
 
 
 def _adapted(embedder, args: argparse.Namespace):
@@ -381,8 +652,17 @@ def main(argv: list[str] | None = None) -> int:
         parser.print_help()
         return 0
     try:
-        commands = {"eval": cmd_eval, "distill": cmd_distill, "train-head": cmd_train_head}
-        commands.update(compare=cmd_compare, export=cmd_export)
+        commands = {
+            "eval": cmd_eval,
+            "compare": cmd_compare,
+            "export": cmd_export,
+            "distill": cmd_distill,
+            "train-head": cmd_train_head,
+            "verify": cmd_verify,
+            "enrol": cmd_enrol,
+            "identify": cmd_identify,
+            "gallery": cmd_gallery,
+        }
         return commands[args.command](args)
     except AirdError as exc:
         print(f"aird: error: {exc}", file=sys.stderr)

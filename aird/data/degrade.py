@@ -135,9 +135,24 @@ class Degradation:
         if self.up is None:
             return lr
         size = self.out_size or chip.shape[0]
-        return upsample(lr, size, self.up)
+        return to_network_input(lr, size, self.up)
+
+
+def to_network_input(face: np.ndarray, size: int, interpolation: str = "bicubic") -> np.ndarray:
+    """The one resampling from a face of any size to a network's ``size`` x ``size`` input.
+
+    A face made small by :class:`Degradation` and a face that arrived small (a detector's 8-40 px
+    crop) both reach a model through here, with the OpenCV interpolation the students were trained
+    on, so the same LR pixels give the same tensor whichever way they came. A face already at
+    ``size`` x ``size`` is returned as it is.
+    """
+    if face.dtype != np.uint8 or face.ndim != 3 or face.shape[2] != 3:
+        raise ValueError(f"expected an (H, W, 3) uint8 face, got {face.dtype} {face.shape}")
+    if face.shape[:2] == (size, size):
+        return face
+    return cv2.resize(np.ascontiguousarray(face), (size, size), interpolation=INTERPOLATIONS[interpolation])
 
 
 def upsample(lr: np.ndarray, size: int, interpolation: str = "bicubic") -> np.ndarray:
     """Re-sample an LR face to ``size`` x ``size`` (a function of the LR pixels alone)."""
-    return cv2.resize(lr, (size, size), interpolation=INTERPOLATIONS[interpolation])
+    return to_network_input(lr, size, interpolation)

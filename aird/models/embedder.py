@@ -12,7 +12,7 @@ from torch import nn
 from tqdm.auto import tqdm
 
 from aird.data.chips import ChipSet
-from aird.data.degrade import Degradation
+from aird.data.degrade import Degradation, to_network_input
 from aird.io import atomic_path, read_npz_cache
 from aird.paths import cache_dir
 
@@ -31,11 +31,19 @@ class Embedder(Protocol):
 
 
 def faces_to_tensor(faces: np.ndarray, size: int | None = None) -> torch.Tensor:
-    """(N, H, W, 3) uint8 -> (N, 3, size, size) float in 0..255, bicubic-resized when sizes differ."""
-    x = torch.from_numpy(np.ascontiguousarray(faces)).permute(0, 3, 1, 2).float()
-    if size is not None and x.shape[-1] != size:
-        x = nn.functional.interpolate(x, size=(size, size), mode="bicubic", align_corners=False).clamp_(0, 255)
-    return x
+    """(N, H, W, 3) uint8 -> (N, 3, size, size) float in 0..255.
+
+    Faces of another size are resampled by ``to_network_input``, the OpenCV bicubic the students
+    were trained on (``Degradation``), so inference and training share one LR input path.
+    """
+    faces = np.asarray(faces)
+    if size is not None and faces.shape[1:3] != (size, size):
+        faces = (
+            np.stack([to_network_input(f, size) for f in faces])
+            if len(faces)
+            else np.zeros((0, size, size, 3), np.uint8)
+        )
+    return torch.from_numpy(np.ascontiguousarray(faces)).permute(0, 3, 1, 2).float()
 
 
 def module_fingerprint(module: nn.Module) -> str:
