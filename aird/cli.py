@@ -22,6 +22,8 @@ EPILOG = """examples:
   aird verify badge.jpg crop.png --cropped b         one person? (B is a ready face crop)
   aird enrol --gallery people.db known/              one sub-folder of photos per person
   aird identify --gallery people.db probes/ --cropped --format csv --out who.csv
+  aird serve --add-key frontdesk --galleries staff   prints an API key once (its hash is kept)
+  aird serve --host 0.0.0.0 --port 8000              the HTTP service: page at /, API docs at /docs
 
 data: --data-root or $AIRD_DATA (default ../shared/data); caches: $AIRD_CACHE (default ~/.cache/aird)"""
 
@@ -206,6 +208,7 @@ def build_parser() -> argparse.ArgumentParser:
     ex.add_argument("--opset", type=int, default=17, help="ONNX opset (default: %(default)s)")
 
     _add_recognizer_verbs(sub)
+    _add_serve(sub)
 
     th = sub.add_parser("train-head", help="fit the teacher's cosine classifier C_t on a config's training set")
     th.add_argument("--config", type=Path, required=True)
@@ -322,6 +325,119 @@ def _add_recognizer_verbs(sub) -> None:
     gi.add_argument("file", type=Path, metavar="FILE.npz")
     for p in (gl, gr, ge, gi):
         p.add_argument("--gallery", type=Path, required=True, help="gallery file")
+
+
+def _add_serve(sub) -> None:
+    from aird.serve.settings import DEFAULT_DATA_DIR, KEYS_FILE, ServeSettings
+
+    d = ServeSettings()
+    se = sub.add_parser(
+        "serve",
+        help="the recognizer over HTTP (REST API, web page at /, API docs at /docs)",
+        description="Serve the verbs over HTTP. Without a keys file the server runs open on 127.0.0.1 only; "
+        "add a key first (--add-key) to serve another host, or pass --no-auth. Key management "
+        "(--add-key, --remove-key, --list-keys) edits the keys file and exits.",
+    )
+    se.add_argument("--host", default=d.host, help="address to listen on (default: %(default)s, this machine only)")
+    se.add_argument("--port", type=int, default=d.port, help="(default: %(default)s)")
+    se.add_argument(
+        "--model",
+        default=None,
+        metavar="MODEL",
+        help="a student .safetensors (default: the shipped student), dlib_resnet or dlib_resnet_bn",
+    )
+    se.add_argument(
+        "--data-dir",
+        type=Path,
+        default=DEFAULT_DATA_DIR,
+        help="galleries (galleries/NAME.db), camera stream states (streams/) and the keys file (default: %(default)s)",
+    )
+    se.add_argument("--workers", type=int, default=d.workers, help="inference threads (default: %(default)s)")
+    se.add_argument(
+        "--queue",
+        type=int,
+        default=d.queue,
+        help="requests that may wait for a worker; beyond that the answer is 503 (default: %(default)s)",
+    )
+    se.add_argument(
+        "--max-body-mb", type=float, default=d.max_body_mb, help="request size limit (default: %(default)s)"
+    )
+    se.add_argument(
+        "--max-pixels",
+        type=int,
+        default=d.max_pixels,
+        help="pixels per image, checked before decoding (default: %(default)s)",
+    )
+    se.add_argument(
+        "--max-faces", type=int, default=d.max_faces, help="faces (and images) per request (default: %(default)s)"
+    )
+    se.add_argument(
+        "--api-key-file", type=Path, default=None, help=f"JSON file of key hashes (default: DATA_DIR/{KEYS_FILE})"
+    )
+    se.add_argument(
+        "--no-auth", action="store_true", help="serve without keys, whatever the host (every request allowed)"
+    )
+    se.add_argument(
+        "--adapt",
+        default=None,
+        help="FaceBN mode of named camera streams (default: the recognizer's, the safest measured; docs/recognizer.md)",
+    )
+    se.add_argument("--backend", choices=["torch", "onnx"], default="torch", help="(default: %(default)s)")
+    keys = se.add_mutually_exclusive_group()
+    keys.add_argument("--add-key", metavar="NAME", help="create an API key, print it once, store its hash; then exit")
+    keys.add_argument("--remove-key", metavar="NAME", help="delete an API key; then exit")
+    keys.add_argument("--list-keys", action="store_true", help="list the keys' names and galleries; then exit")
+    se.add_argument(
+        "--galleries", default=None, metavar="G1,G2", help="with --add-key: the galleries the key may use ('*': all)"
+    )
+
+
+def cmd_serve(args: argparse.Namespace) -> int:
+    from aird.serve import keys
+    from aird.serve.settings import ServeSettings
+
+    settings = ServeSettings(
+        model=args.model,
+        data_dir=args.data_dir,
+        host=args.host,
+        port=args.port,
+        workers=args.workers,
+        queue=args.queue,
+        max_body_mb=args.max_body_mb,
+        max_pixels=args.max_pixels,
+        max_faces=args.max_faces,
+        api_key_file=args.api_key_file,
+        no_auth=args.no_auth,
+        adapt=args.adapt,
+        backend=args.backend,
+    )
+    path = settings.keys_path
+    if args.galleries is not None and not args.add_key:
+        raise AirdError("--galleries goes with --add-key NAME (the galleries the new key may use)")
+    if args.add_key:
+        if args.galleries is None:
+            raise AirdError("--add-key needs --galleries G1,G2 (or --galleries '*' for every gallery)")
+        galleries = [g.strip() for g in args.galleries.split(",") if g.strip()]
+        key = keys.add_key(path, args.add_key, galleries)
+        print(key)
+        print(
+            f"key {args.add_key!r} for galleries {', '.join(galleries)}: its hash is stored in {path}; the key is shown "
+            "only now (send it as 'Authorization: Bearer <key>')",
+            file=sys.stderr,
+        )
+        return 0
+    if args.remove_key:
+        keys.remove_key(path, args.remove_key)
+        print(f"removed key {args.remove_key!r} from {path}")
+        return 0
+    if args.list_keys:
+        for k in keys.list_keys(path):
+            print(f"{k.name}\t{','.join(k.galleries)}")
+        return 0
+    from aird.serve import serve
+
+    serve(settings)
+    return 0
 
 
 def _recognizer(args: argparse.Namespace):
@@ -662,6 +778,7 @@ def main(argv: list[str] | None = None) -> int:
             "enrol": cmd_enrol,
             "identify": cmd_identify,
             "gallery": cmd_gallery,
+            "serve": cmd_serve,
         }
         return commands[args.command](args)
     except AirdError as exc:

@@ -43,6 +43,7 @@ from aird.results import (
     IdentifyResult,
     NoFaceError,
     Skipped,
+    TooManyFacesError,
     VerifyResult,
     check_threshold,
     far_value,
@@ -197,6 +198,7 @@ class Recognizer:
         cropped: bool = False,
         upsample: int = 1,
         stream: str | None = None,
+        max_faces: int | None = None,
     ) -> list[FaceResult]:
         """Every face of every image, in input order (largest face first within an image).
 
@@ -205,16 +207,22 @@ class Recognizer:
         ``cropped=True``: each image is one ready face crop (any size; the CCTV case). ``upsample``: how
         many times the detector doubles a photo first (1 finds faces of ~40 px, 2 of ~20 px; slower).
         ``stream``: LR faces are embedded with that stream's FaceBN adaptation (see :attr:`streams`).
+        ``max_faces``: more faces than this in the call raise ``TooManyFacesError`` before any is embedded.
         """
         if stream is not None:
             check_stream_name(stream)
         items = _as_list(images)
         sources = [describe(img, i if len(items) > 1 else None) for i, img in enumerate(items)]
         rgbs = [read_image(img, source) for img, source in zip(items, sources)]
-        return self._represent(list(zip(range(len(items)), sources, rgbs)), cropped, upsample, stream)
+        return self._represent(list(zip(range(len(items)), sources, rgbs)), cropped, upsample, stream, max_faces)
 
     def _represent(
-        self, images: list[tuple[int, str, np.ndarray]], cropped: bool, upsample: int, stream: str | None
+        self,
+        images: list[tuple[int, str, np.ndarray]],
+        cropped: bool,
+        upsample: int,
+        stream: str | None,
+        max_faces: int | None = None,
     ) -> list[FaceResult]:
         """Detect (or take as crops) and embed decoded images given as (position, source, RGB)."""
         pending: list[_Pending] = []
@@ -226,6 +234,11 @@ class Recognizer:
             else:
                 pending.extend(found)
                 results.extend(p.result for p in found)
+        if max_faces is not None and len(pending) > max_faces:
+            raise TooManyFacesError(
+                f"{len(pending)} faces found in {len(images)} image(s); at most {max_faces} per call",
+                fix="send fewer images per call, or crop the faces first",
+            )
         self._embed(pending, stream)
         return results
 
@@ -237,13 +250,14 @@ class Recognizer:
         cropped: bool | tuple[bool, bool] = False,
         threshold: float | None = None,
         upsample: int = 1,
+        max_faces: int | None = None,
     ) -> VerifyResult:
         """Are ``a`` and ``b`` one person? The threshold is the card's for the pair's mode at ``far``
         (or ``threshold``, a cosine similarity). A photo with several faces is judged by its largest
         (``a.faces_in_image`` says how many there were); a photo with none raises ``NoFaceError``."""
         crop_a, crop_b = (cropped, cropped) if isinstance(cropped, bool) else cropped
-        fa = self._one_face(a, crop_a, upsample)
-        fb = self._one_face(b, crop_b, upsample)
+        fa = self._one_face(a, crop_a, upsample, max_faces)
+        fb = self._one_face(b, crop_b, upsample, max_faces)
         mode = pair_mode(fa.route, fb.route)
         thr = check_threshold(threshold) if threshold is not None else self.threshold(mode, far)
         sim = float(np.dot(fa.embedding, fb.embedding))
@@ -326,8 +340,8 @@ class Recognizer:
 
     # -------------------------------------------------------------- internals
 
-    def _one_face(self, image: ImageInput, cropped: bool, upsample: int) -> FaceResult:
-        faces = self.represent(image, cropped=cropped, upsample=upsample)
+    def _one_face(self, image: ImageInput, cropped: bool, upsample: int, max_faces: int | None = None) -> FaceResult:
+        faces = self.represent(image, cropped=cropped, upsample=upsample, max_faces=max_faces)
         if not faces[0].found:
             raise NoFaceError(faces[0].message, faces[0].source)
         return faces[0]

@@ -25,6 +25,10 @@ class NoFaceError(DataError):
     """A verb needed a face in an image and the detector found none."""
 
 
+class TooManyFacesError(DataError):
+    """A call found more faces than its ``max_faces`` allows (nothing was embedded)."""
+
+
 @dataclass(frozen=True)
 class Box:
     """A face's box in its source image, in pixels: (left, top) inclusive, (right, bottom) exclusive."""
