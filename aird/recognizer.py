@@ -16,7 +16,6 @@ state (``aird.adapt.streams``); nothing else is ever adapted.
 from __future__ import annotations
 
 import hashlib
-import json
 import math
 import threading
 from dataclasses import dataclass
@@ -58,9 +57,6 @@ TEACHER = "dlib_resnet"
 TEACHER_SIZE = 150
 BACKENDS = ("torch", "onnx")
 MAX_UPSAMPLE = 3
-# Registry names that carry trained weights without a student file (the teacher, and the teacher with its
-# batch norm restored: the same function, adaptable by FaceBN).
-WEIGHTED_MODELS = (TEACHER, "dlib_resnet_bn")
 
 
 # ---------------------------------------------------------------------------- networks
@@ -105,6 +101,11 @@ def _onnx_session(module: nn.Module, size: int, fingerprint: str):
     if not path.is_file():
         export_onnx(module.cpu(), path, input_size=size)
     return ort.InferenceSession(str(path), providers=["CPUExecutionProvider"])
+
+
+def _check_backend(backend: str) -> None:
+    if backend not in BACKENDS:
+        raise ConfigError(f"unknown backend {backend!r}; choose one of: {', '.join(BACKENDS)}")
 
 
 def _unit(x: np.ndarray) -> np.ndarray:
@@ -154,8 +155,7 @@ class Recognizer:
         path: Path | None = None,
         **adapt_options: Any,
     ):
-        if backend not in BACKENDS:
-            raise ConfigError(f"unknown backend {backend!r}; choose one of: {', '.join(BACKENDS)}")
+        _check_backend(backend)
         if backend == "onnx" and device != "cpu":
             raise ConfigError(
                 f"backend 'onnx' runs on the CPU here; use device='cpu' or backend='torch' for {device!r}"
@@ -424,29 +424,6 @@ class Recognizer:
 # ---------------------------------------------------------------------------- loading
 
 
-def _card_of(meta: dict[str, str], path: Path) -> dict[str, Any]:
-    text = meta.get("card")
-    if not text:
-        return {}
-    try:
-        card = json.loads(text)
-    except json.JSONDecodeError as exc:
-        raise ModelFileError(f"{path}: the model card in its metadata is not valid JSON ({exc})") from None
-    if not isinstance(card, dict):
-        raise ModelFileError(f"{path}: the model card in its metadata is not a JSON object")
-    return card
-
-
-def _shipped_path() -> Path:
-    try:
-        from aird.models.shipped import default_student_path
-    except ImportError:
-        raise ModelFileError(
-            "this aird has no shipped student yet (aird/models/shipped.py); pass model= a student .safetensors"
-        ) from None
-    return default_student_path()
-
-
 def load(
     model: str | Path | None = None,
     backend: str = "torch",
@@ -459,13 +436,16 @@ def load(
     ``"dlib_resnet"`` (the teacher alone, also for LR faces) or ``"dlib_resnet_bn"`` (the teacher with its
     batch norm restored, as the LR model). ``adapt`` is the FaceBN mode of named streams (default
     ``off``: see ``aird.adapt.streams`` for why); ``adapt_options`` go to it (``momentum``, ``alpha``)."""
-    from aird.models.registry import get_model, list_models
+    from aird.models.registry import get_model, has_trained_weights, list_models
+    from aird.models.shipped import default_student_path, parse_card
     from aird.models.student import load_student
 
-    if backend not in BACKENDS:
-        raise ConfigError(f"unknown backend {backend!r}; choose one of: {', '.join(BACKENDS)}")
+    _check_backend(backend)  # before the teacher is built: a typo fails at once
+    # Registry names that carry trained weights without a student file: the teacher, and the teacher with
+    # its batch norm restored (the same function, adaptable by FaceBN).
+    weighted = [name for name in list_models() if has_trained_weights(name)]
     teacher = get_model(TEACHER)
-    if isinstance(model, str) and model in WEIGHTED_MODELS:
+    if isinstance(model, str) and has_trained_weights(model):
         student = teacher if model == TEACHER else get_model(model)
         return Recognizer(
             teacher,
@@ -481,12 +461,12 @@ def load(
     if isinstance(model, str) and model in list_models():
         raise ConfigError(
             f"model {model!r} is an architecture without trained weights; pass a student .safetensors file "
-            f"(or one of {', '.join(WEIGHTED_MODELS)}, or nothing for the shipped student)"
+            f"(or one of {', '.join(weighted)}, or nothing for the shipped student)"
         )
-    path = _shipped_path() if model is None else Path(model).expanduser()
+    path = default_student_path() if model is None else Path(model).expanduser()
     if not path.exists():
         raise ModelFileError(
-            f"{path}: model file not found; pass a student .safetensors or one of {', '.join(WEIGHTED_MODELS)}"
+            f"{path}: model file not found; pass a student .safetensors or one of {', '.join(weighted)}"
         )
     if path.is_dir():
         raise ModelFileError(f"{path}: is a folder; pass the student .safetensors file inside it")
@@ -494,7 +474,7 @@ def load(
         student, meta = load_student(path)
     except ConfigError as exc:  # the file names an architecture this aird does not know
         raise ModelFileError(f"{path}: {exc}") from None
-    card = _card_of(meta, path)
+    card = parse_card(meta.get("card"), path)
     size = int(meta["input_size"])
     name = card.get("name") or path.stem
     return Recognizer(

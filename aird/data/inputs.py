@@ -1,33 +1,27 @@
 """Images as users hand them over: file paths, encoded bytes, PIL images or uint8 arrays.
 
-Every kind becomes one (H, W, 3) uint8 RGB array through one decoder, or a ``DataError`` that names
-the input and says what to do. Nothing is guessed silently: 16-bit images are scaled to 8 bits (not
-clipped to white), transparent pixels are composited over white (not dropped), CMYK is converted, a
-mode that cannot be converted faithfully is refused, and an image whose header promises more pixels
-than ``MAX_PIXELS`` is refused before it is decoded (a decompression bomb costs nothing).
+Every kind becomes one (H, W, 3) uint8 RGB array, or a ``DataError`` that names the input and says what
+to do, through ``aird.data.images``: the same mode conversion (16-bit scaled, alpha over white, CMYK,
+palette and 1-bit converted, undefined modes refused), the same pixel budget (``AIRD_MAX_IMAGE_PIXELS``,
+checked from the header before decoding) and the same minimum side (``MIN_SIDE`` px) as the datasets.
 """
 
 from __future__ import annotations
 
 import io
 import os
-import warnings
 from pathlib import Path
 from typing import Union
 
 import numpy as np
-from PIL import Image, UnidentifiedImageError
+from PIL import Image
 
-from aird.data.images import IMAGE_SUFFIXES
+from aird.data.images import MIN_SIDE, check_min_side, check_pixel_budget, decode_rgb, load_rgb, to_rgb
 from aird.errors import DataError
 
-ImageInput = Union[str, os.PathLike, bytes, bytearray, memoryview, Image.Image, np.ndarray]
+__all__ = ["MIN_SIDE", "ImageInput", "describe", "expand_paths", "read_image"]
 
-# 32 megapixels: a 24 MP camera photo passes; a 20000 x 20000 image (400 MP, 1.2 GB decoded) is refused.
-MAX_PIXELS = 32_000_000
-MIN_SIDE = 8  # the smallest face the students were trained on (8 px)
-# Transparent pixels are shown over white, as an image viewer shows them.
-ALPHA_BACKGROUND = 255
+ImageInput = Union[str, os.PathLike, bytes, bytearray, memoryview, Image.Image, np.ndarray]
 
 
 def describe(image: object, index: int | None = None) -> str:
@@ -40,104 +34,31 @@ def describe(image: object, index: int | None = None) -> str:
     return f"<{kind}>" if index is None else f"<{kind} #{index}>"
 
 
-def read_image(image: ImageInput, source: str | None = None, max_pixels: int = MAX_PIXELS) -> np.ndarray:
+def read_image(image: ImageInput, source: str | None = None) -> np.ndarray:
     """Any supported input as an (H, W, 3) uint8 RGB array; ``DataError`` naming ``source`` otherwise."""
     source = source or describe(image)
+    if isinstance(image, (str, os.PathLike)):
+        return load_rgb(Path(image), source)
     if isinstance(image, np.ndarray):
-        rgb = _array_to_rgb(image, source, max_pixels)
+        rgb = to_rgb(_array_image(image, source), source)
     elif isinstance(image, Image.Image):
-        rgb = _pil_to_rgb(image, source, max_pixels)
+        rgb = to_rgb(image, source)
     elif isinstance(image, (bytes, bytearray, memoryview)):
         data = bytes(image)
         if not data:
             raise DataError("image is empty (0 bytes)", source, "send the file's contents")
-        rgb = _decode(io.BytesIO(data), source, max_pixels)
-    elif isinstance(image, (str, os.PathLike)):
-        path = Path(image)
-        if path.is_dir():
-            raise DataError("is a folder, not an image", path, "pass its image files (the CLI takes folders)")
-        if not path.is_file():
-            raise DataError("image file not found", path, "check the path")
-        if path.stat().st_size == 0:
-            raise DataError("image file is empty (0 bytes)", path, "re-download or delete the file")
-        rgb = _decode(path, source, max_pixels)
+        rgb = decode_rgb(io.BytesIO(data), source)
     else:
         raise DataError(
             f"cannot read an image from a {type(image).__name__}",
             source,
             "pass a file path, encoded bytes, a PIL image or a uint8 array (H, W), (H, W, 3) or (H, W, 4)",
         )
-    if min(rgb.shape[:2]) < MIN_SIDE:
-        raise DataError(
-            f"image too small to hold a face ({rgb.shape[1]}x{rgb.shape[0]} px; at least {MIN_SIDE} px a side)",
-            source,
-        )
-    return rgb
+    return check_min_side(rgb, source)
 
 
-def _check_pixels(width: int, height: int, source: str, max_pixels: int) -> None:
-    if width * height > max_pixels:
-        raise DataError(
-            f"image too large ({width}x{height} = {width * height / 1e6:.0f} MP; the limit is "
-            f"{max_pixels / 1e6:.0f} MP)",
-            source,
-            "downscale it or crop the faces first",
-        )
-
-
-def _decode(fp, source: str, max_pixels: int) -> np.ndarray:
-    try:
-        with warnings.catch_warnings():
-            # Our own pixel limit below decides; Pillow's bomb warning would only add noise.
-            warnings.simplefilter("ignore", Image.DecompressionBombWarning)
-            with Image.open(fp) as img:
-                _check_pixels(img.width, img.height, source, max_pixels)  # from the header, before decoding
-                img.load()  # decode fully now so truncated files fail here, not later
-                return _pil_to_rgb(img, source, max_pixels)
-    except Image.DecompressionBombError:
-        raise DataError("image too large (a decompression bomb?)", source, "downscale it first") from None
-    except UnidentifiedImageError:
-        raise DataError(
-            "not a readable image (unknown format)", source, f"use one of {', '.join(IMAGE_SUFFIXES)}"
-        ) from None
-    except DataError:
-        raise
-    except (OSError, SyntaxError, ValueError, EOFError) as exc:
-        raise DataError(f"corrupt or truncated image ({exc})", source, "re-download or delete the file") from None
-
-
-def _composite(rgb: np.ndarray, alpha: np.ndarray) -> np.ndarray:
-    a = alpha.astype(np.float32)[..., None] / 255.0
-    return np.round(rgb.astype(np.float32) * a + ALPHA_BACKGROUND * (1.0 - a)).astype(np.uint8)
-
-
-def _pil_to_rgb(img: Image.Image, source: str, max_pixels: int) -> np.ndarray:
-    _check_pixels(img.width, img.height, source, max_pixels)
-    mode = img.mode
-    if mode.startswith("I;16") or mode == "I":
-        # 16-bit grey (PNG, TIFF): scale the full range to 8 bits instead of clipping at 255.
-        grey = np.asarray(img, dtype=np.float64)
-        grey = np.clip(np.round(grey / 257.0), 0, 255).astype(np.uint8)
-        return np.repeat(grey[..., None], 3, axis=2)
-    if mode == "F":
-        raise DataError("floating-point image (mode F) has no fixed grey range", source, "save it as 8-bit")
-    if mode == "P":
-        img = img.convert("RGBA" if "transparency" in img.info else "RGB")
-    elif mode in ("LA", "PA", "La", "RGBa"):
-        img = img.convert("RGBA")
-    elif mode == "L" and "transparency" in img.info:
-        img = img.convert("RGBA")
-    if img.mode == "RGBA":
-        arr = np.asarray(img, dtype=np.uint8)
-        return _composite(arr[..., :3], arr[..., 3])
-    try:
-        rgb = img.convert("RGB")
-    except (ValueError, OSError) as exc:
-        raise DataError(f"image mode {mode} cannot be converted to RGB ({exc})", source, "save it as RGB") from None
-    return np.asarray(rgb, dtype=np.uint8).copy()
-
-
-def _array_to_rgb(arr: np.ndarray, source: str, max_pixels: int) -> np.ndarray:
+def _array_image(arr: np.ndarray, source: str) -> Image.Image:
+    """A uint8 (H, W), (H, W, 1), (H, W, 3) or (H, W, 4) array as the L, RGB or RGBA image it holds."""
     if arr.dtype != np.uint8:
         raise DataError(
             f"expected uint8 pixels 0..255, got {arr.dtype}", source, "scale the array to 0..255 and cast to uint8"
@@ -150,12 +71,9 @@ def _array_to_rgb(arr: np.ndarray, source: str, max_pixels: int) -> np.ndarray:
             source,
             "pass one image at a time, channels last",
         )
-    _check_pixels(arr.shape[1], arr.shape[0], source, max_pixels)
-    if arr.ndim == 2:
-        return np.repeat(arr[..., None], 3, axis=2)
-    if arr.shape[2] == 4:
-        return _composite(arr[..., :3], arr[..., 3])
-    return np.ascontiguousarray(arr)
+    check_pixel_budget(arr.shape[1], arr.shape[0], source)  # before Pillow copies it
+    mode = "L" if arr.ndim == 2 else ("RGB" if arr.shape[2] == 3 else "RGBA")
+    return Image.fromarray(np.ascontiguousarray(arr), mode)
 
 
 def expand_paths(items: "list[str | Path]", recursive: bool = True) -> list[Path]:

@@ -52,7 +52,11 @@ def _metadata(path: Path) -> dict[str, str]:
 def read_card(path: str | Path) -> dict:
     """The model card of a student file (.safetensors) or an exported graph (.onnx); {} when it has none."""
     path = Path(path)
-    text = _metadata(path).get("card")
+    return parse_card(_metadata(path).get("card"), path)
+
+
+def parse_card(text: str | None, path: str | Path) -> dict:
+    """The model card held in a file's ``card`` metadata string; {} when there is none."""
     if not text:
         return {}
     try:

@@ -202,7 +202,7 @@ class Service:
                     f"{name}: {width}x{height} = {width * height:,} pixels; this server takes at most {limit:,} "
                     "per image: downscale it or crop the faces first",
                 )
-            out.append(read_image(data, name, max_pixels=limit))
+            out.append(read_image(data, name))
         return out
 
     def gallery(self, name: str, create: bool = False) -> Gallery:

@@ -8,7 +8,7 @@ from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Any
 
-from aird.data.inputs import MAX_PIXELS
+from aird.data.images import DEFAULT_MAX_IMAGE_PIXELS, MAX_PIXELS_ENV, max_image_pixels
 from aird.errors import ConfigError
 
 DEFAULT_DATA_DIR = Path("aird-data")
@@ -45,7 +45,7 @@ class ServeSettings:
     workers: int = 2
     queue: int = 16
     max_body_mb: float = 20.0
-    max_pixels: int = MAX_PIXELS
+    max_pixels: int = DEFAULT_MAX_IMAGE_PIXELS
     max_faces: int = 32
     api_key_file: Path | None = None
     no_auth: bool = False
@@ -80,7 +80,12 @@ class ServeSettings:
         whole("queue", 0)
         whole("max_faces", 1)
         whole("retry_after_s", 1)
-        whole("max_pixels", 64, MAX_PIXELS)
+        whole("max_pixels", 64)
+        if self.max_pixels > max_image_pixels():
+            raise ConfigError(
+                f"serve setting max_pixels={self.max_pixels} is over aird's image budget ({max_image_pixels()}); "
+                f"raise that too with {MAX_PIXELS_ENV}={self.max_pixels}"
+            )
         if not isinstance(self.max_body_mb, (int, float)) or not 0 < self.max_body_mb <= 4096:
             raise ConfigError(f"serve setting max_body_mb must be a number in (0, 4096], got {self.max_body_mb!r}")
         if self.auth == "refused":

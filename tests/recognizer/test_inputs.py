@@ -8,6 +8,7 @@ import numpy as np
 import pytest
 from PIL import Image
 
+from aird.data.images import MAX_PIXELS_ENV
 from aird.data.inputs import expand_paths, read_image
 from aird.errors import DataError
 
@@ -89,7 +90,7 @@ def huge_png_header(width: int, height: int) -> bytes:
         (lambda p: p.write_bytes(b"this is not an image at all"), "not a readable image"),
         (lambda p: p.write_bytes(png_bytes(Image.new("RGB", (80, 80), "red"))[:60]), "corrupt or truncated"),
         (lambda p: Image.new("RGB", (1, 1)).save(p, format="PNG"), "too small"),
-        (lambda p: p.write_bytes(huge_png_header(20000, 20000)), "too large"),
+        (lambda p: p.write_bytes(huge_png_header(20000, 20000)), "over the 32 MP limit"),
     ],
     ids=["zero-byte", "non-image", "truncated", "1x1", "20000x20000"],
 )
@@ -101,6 +102,21 @@ def test_bad_files_are_clear_errors_naming_the_file(tmp_path, make, message):
     assert str(path) in str(err.value)
     with pytest.raises(DataError, match=message):
         read_image(path.read_bytes() if path.stat().st_size else b"")
+
+
+def test_one_pixel_budget_for_every_kind(tmp_path, monkeypatch, rgb):
+    """AIRD_MAX_IMAGE_PIXELS, the datasets' setting, also bounds paths, bytes, PIL images and arrays."""
+    path = tmp_path / "face.png"
+    Image.fromarray(rgb).save(path)
+    kinds = (path, path.read_bytes(), Image.fromarray(rgb), rgb)
+    for image in kinds:
+        assert read_image(image).shape == (60, 50, 3)
+    monkeypatch.setenv(MAX_PIXELS_ENV, str(50 * 60 - 1))
+    for image in kinds:
+        with pytest.raises(DataError, match=f"50x60 .*{MAX_PIXELS_ENV}"):
+            read_image(image)
+    monkeypatch.setenv(MAX_PIXELS_ENV, str(50 * 60))
+    assert all(read_image(image).shape == (60, 50, 3) for image in kinds)
 
 
 def test_bad_arrays_and_types(rgb):
