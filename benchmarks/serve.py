@@ -5,7 +5,7 @@
 1. Latency and throughput of ``represent`` (one 16 px ORL crop) and ``identify`` (one 16 px crop against
    ORL's 40 people, top 5), in-process (the Python verbs called from N threads sharing one recognizer) and
    over HTTP on loopback (``aird serve`` in a subprocess on 127.0.0.1, N client threads with keep-alive
-   connections), at 1, 8 and 32 concurrent clients. Each setting runs ``--requests`` requests (at least
+   connections, on the same cores as the server), at 1, 8 and 32 concurrent clients. Each setting runs ``--requests`` requests (at least
    one per client) or ``--max-s`` seconds, whichever ends first; p50 / p99 are per request, as the
    client saw them; ``requests_per_s`` is requests over the setting's wall time; ``errors`` is the fraction
    of requests that failed (any non-2xx answer or exception; 0 = none). The server runs ``--workers``
@@ -329,6 +329,8 @@ def main() -> None:
                     "wall_s": run["wall_s"],
                     "error_count": run["error_count"],
                     "top_k": TOP_K if endpoint == "identify" else None,
+                    "clients": "threads of the benchmark process (in-process: calling the verbs; http: one "
+                    "keep-alive httpx client each), on the same cores as the server",
                     "load_average": os.getloadavg()[0],
                     **common,
                 },

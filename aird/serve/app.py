@@ -347,15 +347,17 @@ class Service:
 
 
 # ---------------------------------------------------------------------------- authentication
+# The dependencies are coroutines: they do no blocking work, and a plain function would cost each request
+# a hop through the thread pool.
 
 bearer = HTTPBearer(auto_error=False, description="an API key made by 'aird serve --add-key NAME'")
 
 
-def get_service(request: Request) -> Service:
+async def get_service(request: Request) -> Service:
     return request.app.state.service
 
 
-def authenticated(
+async def authenticated(
     service: Annotated[Service, Depends(get_service)],
     credentials: Annotated[HTTPAuthorizationCredentials | None, Depends(bearer)],
 ) -> KeyEntry | None:
@@ -373,7 +375,7 @@ def authenticated(
     return entry
 
 
-def gallery_access(
+async def gallery_access(
     gallery: Annotated[str, PathParam(description="gallery name: letters, digits, '.', '_', '-'")],
     key: Annotated[KeyEntry | None, Depends(authenticated)],
 ) -> str:
