@@ -6,9 +6,9 @@ Each gallery holds random unit vectors (128-D, one entry per person); each probe
 noise (cosine about 0.9 to it: a planted true match), as a face search sees it. Timed: ``SearchIndex.search``
 (the call ``Gallery.identify`` makes per face), one probe at a time after a warm-up, p50 / p99 over the
 queries. ``exact`` is a float32 matrix product over the in-memory copy; ``faiss`` is faiss-cpu's exact flat
-index below ``aird.gallery.IVF_MIN`` entries and an inverted file (approximate) from there, so its records
-also carry ``recall_at_5`` (of the exact top 5) and ``planted_top1`` (the planted match ranked first).
-Random vectors have no cluster structure, the worst case for an inverted file.
+index below ``aird.gallery.COMPRESSED_MIN`` entries and 8-bit scalar-quantized codes from there (every
+entry scanned at a quarter of the bytes, the candidates re-scored exactly), so its records also carry
+``recall_at_5`` (of the exact top 5) and ``planted_top1`` (the planted match ranked first).
 
 Records (benchmark ``gallery-search``) are merged into docs/results/serve.json; ``split`` names the gallery
 size, ``res`` carries the embedding dimension (no face is involved).
@@ -32,7 +32,7 @@ from pathlib import Path  # noqa: E402
 import numpy as np  # noqa: E402
 
 from aird.eval.records import environment, write_records  # noqa: E402
-from aird.gallery import IVF_MIN, NPROBE, SearchIndex  # noqa: E402
+from aird.gallery import COMPRESSED_MIN, SearchIndex  # noqa: E402
 
 OUT = Path(__file__).resolve().parents[1] / "docs" / "results" / "serve.json"
 DIM = 128
@@ -63,7 +63,6 @@ def main() -> None:
     ap.add_argument("--sizes", type=int, nargs="+", default=[10_000, 100_000, 1_000_000])
     ap.add_argument("--queries", type=int, default=200, help="probes timed per gallery (at most 50 at 1M and up)")
     ap.add_argument("--indexes", nargs="+", default=["exact", "faiss"], choices=["exact", "faiss"])
-    ap.add_argument("--nprobe", type=int, default=NPROBE, help="faiss inverted file: lists searched per probe")
     ap.add_argument("--threads", type=int, default=2)
     ap.add_argument("--seed", type=int, default=0)
     ap.add_argument("--out", type=Path, default=OUT)
@@ -87,14 +86,14 @@ def main() -> None:
         exact_found = None
         for kind in ["exact"] + [k for k in args.indexes if k != "exact"]:
             t0 = time.perf_counter()
-            index = SearchIndex(DIM, kind, nprobe=args.nprobe).build(vectors, owners)
+            index = SearchIndex(DIM, kind).build(vectors, owners)
             build_s = time.perf_counter() - t0
             found, ms = time_queries(index, probes)
             if kind == "exact":
                 exact_found = found
                 if "exact" not in args.indexes:
                     continue
-            structure = "flat (exact)" if kind == "exact" or n < IVF_MIN else f"ivf (nprobe {args.nprobe})"
+            structure = "flat (exact)" if kind == "exact" or n < COMPRESSED_MIN else "8-bit codes, exact re-score"
             metrics = {
                 "p50_ms": float(np.percentile(ms, 50)),
                 "p99_ms": float(np.percentile(ms, 99)),

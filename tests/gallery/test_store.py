@@ -41,7 +41,7 @@ def test_exact_search_is_the_per_person_best_entry(entries):
     assert SearchIndex(32).search(probes[0], 5) == []
 
 
-def test_faiss_flat_equals_exact_and_ivf_finds_a_planted_match(entries, monkeypatch):
+def test_faiss_flat_equals_exact_and_compressed_index_finds_the_exact_top5(entries, monkeypatch):
     pytest.importorskip("faiss")
     vectors, owners, probes = entries
     exact = SearchIndex(32).build(vectors, owners)
@@ -50,13 +50,19 @@ def test_faiss_flat_equals_exact_and_ivf_finds_a_planted_match(entries, monkeypa
         a, b = exact.search(q, 5), flat.search(q, 5)
         assert [o for o, _, _ in a] == [o for o, _, _ in b]
         assert np.allclose([s for _, s, _ in a], [s for _, s, _ in b], atol=1e-5)
-    monkeypatch.setattr(gallery_module, "IVF_MIN", 100)
+    monkeypatch.setattr(gallery_module, "COMPRESSED_MIN", 100)
     rng = np.random.default_rng(1)
     big = unit(rng.standard_normal((3000, 32)))
-    ivf = SearchIndex(32, "faiss", nprobe=64).build(big, np.arange(3000))
-    assert type(ivf._faiss).__name__.startswith("IndexIVF")
-    hits = sum(ivf.search(unit(big[i] + 0.05 * rng.standard_normal(32)), 5)[0][0] == i for i in range(0, 3000, 100))
-    assert hits >= 27  # of 30: an approximate index, still finding near-duplicates
+    exact = SearchIndex(32).build(big, np.arange(3000))
+    compressed = SearchIndex(32, "faiss").build(big, np.arange(3000))
+    assert type(compressed._faiss).__name__ == "IndexScalarQuantizer"
+    same = 0
+    for i in range(0, 3000, 100):
+        q = unit(big[i] + 0.05 * rng.standard_normal(32))
+        got, want = compressed.search(q, 5), exact.search(q, 5)
+        assert got[0][0] == i and abs(got[0][1] - float(big[i] @ q)) < 1e-5  # re-scored exactly
+        same += [o for o, _, _ in got] == [o for o, _, _ in want]
+    assert same >= 27  # of 30: 8-bit codes choose the candidates, nearly always the true top 5
 
 
 def test_schema_wal_and_generation(tmp_path):
