@@ -8,6 +8,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from aird.adapt import ADAPTERS, STREAM_DEFAULT, SafeFaceBN, make_adapter, make_stream_adapter
+from aird.adapt.safe import SETTINGS as SETTING_NAMES
 from aird.errors import ConfigError
 
 # Small enough that the toy's embeddings of distinct faces never look like near-duplicates by accident.
@@ -56,24 +57,9 @@ def warmed(net: nn.Module, n_batches: int = 6, stream: str = "cam", **kw) -> Saf
     return adapter
 
 
-SETTINGS_KEYS = (
-    "prior",
-    "alpha_max",
-    "min_faces",
-    "memory",
-    "same_face",
-    "member_cap",
-    "outlier_z",
-    "history",
-    "min_history",
-    "jump_window",
-    "jump_fraction",
-)
-
-
 def twin(adapter: SafeFaceBN, net: nn.Module) -> SafeFaceBN:
     """A second adapter on the same model with the same streams (a restarted process)."""
-    other = SafeFaceBN(net, **{k: adapter.settings()[k] for k in SETTINGS_KEYS})
+    other = SafeFaceBN(net, **{k: adapter.settings()[k] for k in SETTING_NAMES})
     other.load_state_dict(adapter.state_dict())
     return other
 
@@ -174,8 +160,9 @@ def test_a_burst_of_500_frames_of_one_face_does_not_pull_the_statistics(net):
     info = fresh.stream_info("cam")
     assert info["seen"] == 500 and info["evidence"] == 1 and info["alpha"] == 0.0
     assert torch.equal(fresh(others, stream="cam"), off(others))
-    # A stream already adapted: the burst merges into one slot, and other faces' embeddings barely move.
-    adapter = warmed(net, n_batches=8)
+    # A stream already adapted: the burst merges into one slot, and other faces' embeddings barely move
+    # (without the delay, the worst case: every frame of the burst reaches the memory at once).
+    adapter = warmed(net, n_batches=8, delay=0)
     ema = make_adapter("facebn-ema", net, momentum=0.1)
     for s in range(8):
         ema(shifted(8, seed=s))
@@ -195,6 +182,20 @@ def test_a_burst_of_500_frames_of_one_face_does_not_pull_the_statistics(net):
     gap_before = (1 - F.cosine_similarity(before, off(others))).mean()
     gap_after = (1 - F.cosine_similarity(after, off(others))).mean()
     assert abs(gap_after - gap_before) < 0.1 * gap_before
+
+
+def test_a_burst_shorter_than_the_delay_never_reaches_the_statistics_it_is_normalised_with(net):
+    burst = shifted(1, seed=82) + 0.05 * faces(10, seed=83)  # one person, ten slightly different frames
+    other = shifted(10, seed=84)  # ten other people
+    with_burst, without = warmed(net, delay=16), warmed(net, delay=16)
+    for i in range(10):
+        with_burst(burst[i : i + 1], stream="cam")
+        without(other[i : i + 1], stream="cam")
+    # While the burst lasts only faces from before it join the memory: the same ones in both streams.
+    slots = [k for k in memory_of(with_burst, "cam") if "slot" in k]
+    for key in slots:
+        assert torch.equal(memory_of(with_burst, "cam")[key], memory_of(without, "cam")[key]), key
+    assert with_burst.stream_info("cam")["pending"] == 16
 
 
 def test_streams_are_isolated(net):
@@ -270,7 +271,7 @@ def test_registry_settings_and_the_stream_default(net):
     assert isinstance(adapter, SafeFaceBN) and adapter.memory == 16
     settings = make_adapter("facebn-safe", net).settings()
     assert settings["adapter"] == "facebn-safe" and settings["bn_layers"] == 3
-    assert set(SETTINGS_KEYS) <= set(settings)
+    assert set(SETTING_NAMES) <= set(settings)
     for bad in ({"alpha_max": 1.5}, {"memory": 1}, {"prior": 0}, {"min_history": 500}):
         with pytest.raises(ConfigError, match=next(iter(bad))):
             SafeFaceBN(net, **bad)
@@ -310,7 +311,7 @@ def test_dlib_resnet_bn_on_real_orl_faces(data_root):
     lr = Degradation(res=16, out_size=150)
     x = faces_to_tensor(lr.batch(__import__("numpy").stack(chips), [str(p) for p in paths]))
     off = make_adapter("off", teacher)
-    adapter = make_stream_adapter(teacher, min_faces=4)
+    adapter = make_stream_adapter(teacher, min_faces=4, delay=0)
     with torch.no_grad():
         plain = off(x)
     for _ in range(20):  # one person's frame, over and over, one at a time
