@@ -197,7 +197,9 @@ def main() -> None:
     ap.add_argument("--modes", nargs="+", default=MODES, choices=ADAPTERS.names())
     ap.add_argument("--burst", type=int, default=10, help="grouped order: frames per burst of one person")
     ap.add_argument("--max-faces", type=int, default=None, help="cap on distinct faces per LFW / web condition")
-    ap.add_argument("--folds", choices=sorted(SPLIT_TEST_FOLDS), default=None, help="LFW folds (default: the student's)")
+    ap.add_argument(
+        "--folds", choices=sorted(SPLIT_TEST_FOLDS), default=None, help="LFW folds (default: the student's)"
+    )
     ap.add_argument("--seed", type=int, default=0, help="stream order seed")
     ap.add_argument("--safe", default="{}", help="JSON object of facebn-safe settings over the shipped defaults")
     ap.add_argument("--tag", default="", help="suffix of the adapt names in records (development sweeps)")
@@ -375,7 +377,11 @@ def write_tables(json_path: Path, md: Path) -> None:
         rows = list(dict.fromkeys(r["benchmark"].split("@")[1] for r in rs))
         cell = {(r["benchmark"].split("@")[1], r["adapt"]): r for r in rs}
         teacher = next(
-            (t for t in recs if t["method"] == "teacher" and t["benchmark"] == cond and t["res"] == res and "@" not in t["benchmark"]),
+            (
+                t
+                for t in recs
+                if t["method"] == "teacher" and t["benchmark"] == cond and t["res"] == res and "@" not in t["benchmark"]
+            ),
             None,
         )
         metric = "rank1" if rs[0]["task"] == "identification" else "accuracy"
@@ -401,7 +407,11 @@ def write_tables(json_path: Path, md: Path) -> None:
                 texts.append(text)
             lines.append(f"| {row} | " + " | ".join(texts) + " |")
     if worst:
-        lines += ["\n## Worst stream of each mode (points against `off`)\n", "| mode | worst | stream |", "|---|---:|---|"]
+        lines += [
+            "\n## Worst stream of each mode (points against `off`)\n",
+            "| mode | worst | stream |",
+            "|---|---:|---|",
+        ]
         lines += [f"| {m} | {d:+.2f} | {where} |" for m, (d, where) in worst.items()]
     md.write_text("\n".join(lines) + "\n")
     print("\n".join(lines))

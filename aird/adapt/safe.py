@@ -126,7 +126,12 @@ class SafeFaceBN:
             raise ConfigError(f"{NAME}: setting {bad[0]}={locals()[bad[0]]!r} is out of range (docs/facebn.md)")
         self.prior, self.alpha_max, self.same_face = float(prior), float(alpha_max), float(same_face)
         self.outlier_z, self.jump_fraction = float(outlier_z), float(jump_fraction)
-        self.min_faces, self.memory, self.delay, self.member_cap = int(min_faces), int(memory), int(delay), int(member_cap)
+        self.min_faces, self.memory, self.delay, self.member_cap = (
+            int(min_faces),
+            int(memory),
+            int(delay),
+            int(member_cap),
+        )
         self.history, self.min_history, self.jump_window = int(history), int(min_history), int(jump_window)
         self.model = frozen_copy(model)
         self.layers = batchnorm_layers(self.model)
@@ -144,7 +149,9 @@ class SafeFaceBN:
         )
         # Each layer weighs the same in a face's shift score, whatever its width.
         self._layer_weight = torch.cat([torch.full((s,), 1.0 / (s * len(sizes))) for s in sizes]).to(device)
-        self._eps = torch.cat([torch.full((s,), float(bn.eps)) for s, bn in zip(sizes, self.layers.values())]).to(device)
+        self._eps = torch.cat([torch.full((s,), float(bn.eps)) for s, bn in zip(sizes, self.layers.values())]).to(
+            device
+        )
         self._streams: dict[str, _Stream] = {}
         self._mix: torch.Tensor | None = None  # (2, C) during a call
         self._seen: dict[str, tuple[torch.Tensor, torch.Tensor]] = {}  # per-face (mean, var) of each layer's input

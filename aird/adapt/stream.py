@@ -18,7 +18,7 @@ frame in the stream. Orders:
 
 from __future__ import annotations
 
-from dataclasses import asdict, dataclass
+from dataclasses import dataclass
 from typing import Sequence
 
 import cv2
