@@ -39,6 +39,7 @@ COUNTERS = ("seen", "accepted", "merged", "rejected_invalid", "rejected_outlier"
 SETTINGS = (
     "prior",
     "alpha_max",
+    "depth",
     "min_faces",
     "memory",
     "delay",
@@ -91,11 +92,14 @@ class SafeFaceBN:
     Not thread-safe (the stream being embedded is state during a call): one adapter per worker.
     """
 
+    mode = "safe"  # as FaceBN's ``mode``: what kind of statistics it keeps (per stream, always)
+
     def __init__(
         self,
         model: nn.Module,
         prior: float = 16.0,
         alpha_max: float = 0.6,
+        depth: float = 0.5,
         min_faces: int = 8,
         memory: int = 64,
         delay: int = 16,
@@ -110,6 +114,7 @@ class SafeFaceBN:
         checks = {
             "prior": prior > 0,
             "alpha_max": 0.0 <= alpha_max <= 1.0,
+            "depth": 0.0 < depth <= 1.0,
             "min_faces": min_faces >= 2,
             "memory": memory >= min_faces,
             "delay": delay >= 0,
@@ -125,6 +130,7 @@ class SafeFaceBN:
         if bad:
             raise ConfigError(f"{NAME}: setting {bad[0]}={locals()[bad[0]]!r} is out of range (docs/facebn.md)")
         self.prior, self.alpha_max, self.same_face = float(prior), float(alpha_max), float(same_face)
+        self.depth = float(depth)
         self.outlier_z, self.jump_fraction = float(outlier_z), float(jump_fraction)
         self.min_faces, self.memory, self.delay, self.member_cap = (
             int(min_faces),
@@ -147,6 +153,10 @@ class SafeFaceBN:
                 torch.cat([bn.running_var.float() for bn in self.layers.values()]),
             ]
         )
+        # Only the first ``depth`` of the layers (in the order the model registers them: the forward order of
+        # a plain network) adapt; the deeper ones keep their training statistics (docs/facebn.md, "depth").
+        adapted = max(1, int(self.depth * len(sizes) + 0.5))
+        self._adapted = torch.cat([torch.full((s,), float(i < adapted)) for i, s in enumerate(sizes)]).to(device)
         # Each layer weighs the same in a face's shift score, whatever its width.
         self._layer_weight = torch.cat([torch.full((s,), 1.0 / (s * len(sizes))) for s in sizes]).to(device)
         self._eps = torch.cat([torch.full((s,), float(bn.eps)) for s, bn in zip(sizes, self.layers.values())]).to(
@@ -312,7 +322,8 @@ class SafeFaceBN:
         # Law of total variance over slots; the between-slot (between-face) part unbiased over the k slots.
         between = ((means - target_mean) ** 2).sum(0) / (k - 1)
         target_var = st.slot_var[occupied].double().mean(0) + between
-        st.mixed = (1 - st.alpha) * self._source + st.alpha * torch.stack([target_mean, target_var]).float()
+        target = torch.stack([target_mean, target_var]).float()
+        st.mixed = self._source + st.alpha * self._adapted * (target - self._source)
         # The yardstick of the outlier test: how far faces' channel means spread around the memory's mean,
         # floored at a hundredth of the channel's variance so that a channel every face leaves at zero
         # (a dead unit) cannot make one face an outlier on its own.

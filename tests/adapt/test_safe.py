@@ -96,6 +96,12 @@ def test_it_adapts_toward_the_target_statistics_with_enough_distinct_faces(net):
     assert (mixed_var - s_var).abs().sum() > 0.5 * a * (t_var - s_var).abs().sum()
     x = shifted(4, seed=99)
     assert not torch.allclose(adapter(x, stream="cam"), make_adapter("off", net)(x), atol=1e-3)
+    # depth 0.5 of 3 layers: the first two adapt, the last (the embedding's BN1d) keeps its training statistics.
+    mixed = adapter._streams["cam"].mixed
+    assert not torch.equal(mixed[:, adapter._slices["4"]], adapter._source[:, adapter._slices["4"]])
+    assert torch.equal(mixed[:, adapter._slices["8"]], adapter._source[:, adapter._slices["8"]])
+    full = warmed(net, n_batches=8, depth=1.0)
+    assert not torch.equal(full._streams["cam"].mixed[:, full._slices["8"]], full._source[:, full._slices["8"]])
 
 
 def test_little_evidence_is_exactly_off_and_a_batch_never_normalises_itself(net):
