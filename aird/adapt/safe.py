@@ -70,7 +70,8 @@ class _Stream:
     pending_mean: torch.Tensor  # (P, C)
     pending_var: torch.Tensor  # (P, C)
     history: torch.Tensor  # (H,): log shift scores of the last accepted faces (ring)
-    window: torch.Tensor  # (J,) bool: whether each of the last valid faces was an outlier (ring)
+    window: torch.Tensor  # (J,) bool: whether each of the last valid, distinct faces was an outlier (ring)
+    window_sig: torch.Tensor  # (J, D): the unit embedding of each outlier in the window (zeros elsewhere)
     n_history: int = 0
     n_window: int = 0
     counters: dict[str, int] = field(default_factory=lambda: dict.fromkeys(COUNTERS, 0))
@@ -81,7 +82,7 @@ class _Stream:
 
     def tensors(self) -> dict[str, torch.Tensor]:
         names = ("slot_count", "slot_last", "slot_sig", "slot_mean", "slot_var", "pending_sig")
-        names += ("pending_mean", "pending_var", "history", "window")
+        names += ("pending_mean", "pending_var", "history", "window", "window_sig")
         return {n: getattr(self, n) for n in names}
 
 
@@ -218,7 +219,7 @@ class SafeFaceBN:
 
         Per batch-norm layer ``<layer>.slot_mean``, ``<layer>.slot_var``, ``<layer>.pending_mean`` and
         ``<layer>.pending_var``; then ``slot_count``, ``slot_last``, ``slot_sig``, ``pending_sig``,
-        ``history``, ``window``, ``n_history``, ``n_window`` and the counters.
+        ``history``, ``window``, ``window_sig``, ``n_history``, ``n_window`` and the counters.
         """
         out: dict[str, dict[str, Any]] = {}
         for stream, st in self._streams.items():
@@ -300,6 +301,7 @@ class SafeFaceBN:
             pending_var=torch.zeros(0, c, device=dev),
             history=torch.zeros(self.history, device=dev),
             window=torch.zeros(self.jump_window, dtype=torch.bool, device=dev),
+            window_sig=torch.zeros(self.jump_window, dim, device=dev),
         )
 
     def _forget(self, st: _Stream) -> None:
@@ -368,6 +370,7 @@ class SafeFaceBN:
         if st.slot_sig.shape[1] != sig.shape[1]:  # the first faces of a stream: the embedding size is now known
             st.slot_sig = torch.zeros(self.memory, sig.shape[1], device=sig.device)
             st.pending_sig = torch.zeros(0, sig.shape[1], device=sig.device)
+            st.window_sig = torch.zeros(self.jump_window, sig.shape[1], device=sig.device)
         c = st.counters
         changed = False
         for i in range(x.shape[0]):
@@ -377,8 +380,12 @@ class SafeFaceBN:
                 continue
             c["step"] += 1  # the clock of least-recently-used eviction: only frames that could teach count
             outlier = log_score is not None and self._is_outlier(st, float(log_score[i]))
-            st.window[st.n_window % self.jump_window] = outlier
-            st.n_window += 1
+            # The jump window counts distinct outliers: a burst of one odd person is one odd face, not a jump.
+            repeat = outlier and bool(((st.window_sig @ sig[i])[st.window] >= self.same_face).any())
+            if not repeat:
+                st.window[st.n_window % self.jump_window] = outlier
+                st.window_sig[st.n_window % self.jump_window] = sig[i] if outlier else 0.0
+                st.n_window += 1
             if outlier:
                 c["rejected_outlier"] += 1
                 if st.n_window >= self.jump_window and int(st.window.sum()) >= self.jump_fraction * self.jump_window:

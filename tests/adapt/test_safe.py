@@ -271,6 +271,15 @@ def test_an_isolated_outlier_face_is_rejected_without_a_reset(net):
     assert torch.equal(adapter(x, stream="cam"), reference(x, stream="cam"))
 
 
+def test_a_burst_of_one_odd_face_is_rejected_without_a_reset(net):
+    adapter = warmed(net, n_batches=6)
+    odd = faces(1, shift=-2.0, scale=1.0, seed=97)
+    for _ in range(40):  # far more frames than the jump window, but one face
+        adapter(odd, stream="cam")
+    info = adapter.stream_info("cam")
+    assert info["rejected_outlier"] == 40 and info["resets"] == 0 and info["alpha"] > 0
+
+
 def test_registry_settings_and_the_stream_default(net):
     assert "facebn-safe" in ADAPTERS.names() and STREAM_DEFAULT == "facebn-safe"
     adapter = make_stream_adapter(net, memory=16)
