@@ -1,35 +1,57 @@
-"""FaceBN on real distribution shift: every adaptation mode on a distilled student.
+"""FaceBN on camera streams: every adaptation mode against every stream, on a distilled student.
 
-    python benchmarks/facebn.py [--run runs/bench/aird-A] [--quick]
+    python benchmarks/facebn.py --student runs/aird-shipped-all/student.safetensors \
+        [--head runs/aird-shipped-all/student_head.safetensors] [--conditions orl:16 orl:12 lfw ...] \
+        [--orders shuffled grouped drifting day-night] [--batches 1 8 32] [--modes off facebn-ema facebn-safe ...] \
+        [--burst 10] [--max-faces 2000] [--folds A|B|all]
 
-- LFW -> ORL: ORL identification at 16 and 12 px (teacher-enrolled HR gallery, adapted LR probes).
-- LFW capture shifts the student never saw, 16 px LR-LR on the run's test folds: grayscale, blur,
-  JPEG 20, sensor noise, low light, and all five at once (``mixed``); plus in-domain LFW.
-- Sensitivity (facebn-ema): test batch 1, 8, 32, 128 and momentum 0.01 .. 0.5, on ``mixed`` and ORL 16 px.
-- A per-layer plot of BN statistics: training, shifted data, after FaceBN.
-Writes docs/results/facebn.json, facebn.md and facebn_bn_stats.png.
+Each condition is played through each adapter as one camera stream (``aird.adapt.stream``): an order
+(``file`` as the old evaluation; ``shuffled``; ``grouped``: bursts of ``--burst`` frames of one person;
+``drifting``: a night shift growing along the stream; ``day-night``: the shift jumps on at half way), a
+test batch size and a length, all in every record's ``settings.adaptation``. Conditions:
+
+- ``orl:16``, ``orl:12``: ORL identification (HR gallery enrolled by the teacher, not adapted; LR probes
+  through the adapter);
+- ``lfw`` and ``lfw-shift:<grayscale|blur|jpeg20|noise|lowlight|mixed>``: 16 px LR-LR verification on the
+  student's test folds (fold-paired standard errors);
+- ``web``: CelebA verification pairs, 16 px LR-LR, identity-disjoint folds built here (an unseen web
+  domain for students trained on LFW alone; records say whether the student's pools included CelebA).
+
+``--student`` also takes a registry model name (``dlib_resnet_bn``: the teacher with batch norm restored,
+the stand-in used while no student exists). Records: ``<out>/facebn.json`` (top-level ``default_adapt``,
+the shipped ``aird.adapt.STREAM_DEFAULT``) and tables in ``<out>/facebn.md``. Benchmark names are
+``<condition>@<order>/b<batch>``.
 """
 
 from __future__ import annotations
 
 import argparse
+import copy
+import json
 import shlex
 import sys
+import time
 from pathlib import Path
 
+import numpy as np
 import torch
 
-from aird.adapt.embedder import AdaptedEmbedder
+from aird.adapt import ADAPTERS, STREAM_DEFAULT, STREAM_DEFAULT_KWARGS
 from aird.adapt.facebn import FaceBN
+from aird.adapt.stream import ORDERS, TIMED_SHIFTS, StreamEmbedder, StreamSpec
 from aird.data.align import align_settings_for
 from aird.data.chips import align_images
+from aird.data.degrade import stable_seed
+from aird.data.extra import celeba_items
 from aird.distill.data import SPLIT_TEST_FOLDS
-from aird.distill.trainer import load_checkpoint
-from aird.eval.protocols import orl_identification
-from aird.eval.records import load_records, markdown_table, write_records
-from aird.eval.runner import EvalConfig, run_identification, run_verification
-from aird.models.embedder import TorchEmbedder, faces_to_tensor
-from aird.models.heads import CosineClassifier
+from aird.eval.metrics import cosine_similarity, kfold_accuracy, similarity_matrix, verification_metrics
+from aird.eval.protocols import lfw_pairs, orl_identification
+from aird.eval.records import load_records, make_record, write_records
+from aird.eval.runner import EvalConfig, _settings, run_identification, run_verification
+from aird.io import write_json
+from aird.models.embedder import TorchEmbedder, embed_chips, faces_to_tensor
+from aird.models.heads import load_head
+from aird.models.registry import get_model
 from aird.models.student import load_student
 from aird.models.teacher import DlibTeacher
 from aird.paths import data_root
@@ -37,7 +59,6 @@ from aird.paths import data_root
 REPO = Path(__file__).resolve().parents[1]
 OUT = REPO / "docs" / "results"
 SHIFTS: dict[str, dict] = {
-    "none": {},
     "grayscale": {"grayscale": True},
     "blur": {"blur_sigma": 2.0},
     "jpeg20": {"jpeg_quality": 20},
@@ -45,110 +66,234 @@ SHIFTS: dict[str, dict] = {
     "lowlight": {"gamma": 2.5},
 }
 SHIFTS["mixed"] = {k: v for s in list(SHIFTS.values()) for k, v in s.items()}
-MODES = ["off", "facebn-batch", "facebn-ema", "adabn", "facebn-alpha", "tent"]
+CONDITIONS = ["orl:16", "orl:12", "lfw", *(f"lfw-shift:{s}" for s in SHIFTS), "web"]
+MODES = ["off", "facebn-batch", "facebn-ema", "adabn", "facebn-alpha", "tent", "facebn-safe"]
+MODE_KWARGS = {"facebn-ema": {"momentum": 0.1}, "facebn-alpha": {"alpha": 0.1}, "facebn-safe": STREAM_DEFAULT_KWARGS}
+WEB_FOLDS = 10
+TEACHER_BATCH = 64
 
 
-def student_head(run: Path) -> CosineClassifier:
-    state = load_checkpoint(run / "checkpoint.pt")["student_head"]
-    head = CosineClassifier(state["weight"].shape[1], state["weight"].shape[0])
-    head.load_state_dict(state)
-    return head.eval()
+def load_probe_model(spec: str) -> tuple[torch.nn.Module, str, int, dict]:
+    """A student .safetensors (with its training config) or a registry model name (a stand-in, 150 px input)."""
+    if spec.endswith(".safetensors"):
+        model, meta = load_student(spec)
+        config = json.loads(meta.get("config") or "{}")
+        return model, f"{Path(spec).parent.name}-student", int(meta["input_size"]), config
+    return get_model(spec).eval(), spec, 150, {}
+
+
+def celeba_pairs(root: Path, per_fold: int, seed: int = 0) -> tuple[list[Path], list[Path], np.ndarray, np.ndarray]:
+    """CelebA verification pairs: ``per_fold`` same and ``per_fold`` different pairs in each of WEB_FOLDS
+    identity-disjoint folds (people drawn at random into folds). Returns (left, right, same, fold)."""
+    paths, labels = celeba_items(root)
+    by_person: dict[str, list[Path]] = {}
+    for p, lab in zip(paths, labels):
+        by_person.setdefault(lab, []).append(p)
+    people = sorted(by_person)
+    rng = np.random.default_rng(stable_seed("celeba-pairs", seed))
+    fold_of = dict(zip(people, rng.permutation(len(people)) % WEB_FOLDS + 1))
+    rows: list[tuple[Path, Path, bool, int]] = []
+    for f in range(1, WEB_FOLDS + 1):
+        members = [p for p in people if fold_of[p] == f]
+        multi = [p for p in members if len(by_person[p]) >= 2]
+        for person in rng.permutation(multi)[:per_fold]:
+            a, b = rng.choice(len(by_person[person]), size=2, replace=False)
+            rows.append((by_person[person][a], by_person[person][b], True, f))
+        for _ in range(per_fold):
+            x, y = (by_person[members[i]] for i in rng.choice(len(members), size=2, replace=False))
+            rows.append((x[rng.integers(len(x))], y[rng.integers(len(y))], False, f))
+    left, right, same, fold = zip(*rows)
+    return list(left), list(right), np.array(same), np.array(fold)
+
+
+def run_web(embedder, cfg: EvalConfig, root: Path, pairs: tuple, images: list[Path]) -> dict:
+    """LR-LR verification on CelebA pairs, scored as LFW's View 2 (each fold's threshold from the others)."""
+    started = time.time()
+    left, right, same, fold = pairs
+    index = {p: i for i, p in enumerate(images)}
+    chips = align_images(images, align_settings_for("celeba", cfg.chip_size), progress=False)
+    emb = embed_chips(embedder, chips, cfg.degradation(), False)
+    scores = cosine_similarity(emb[[index[p] for p in left]], emb[[index[p] for p in right]])
+    metrics = verification_metrics(scores, same.astype(int), fold)
+    threshold = metrics.pop("threshold_mean")
+    extra = {"folds": sorted(set(fold.tolist())), "threshold_mean": threshold, "score": "cosine"}
+    extra["fold_accuracies"] = kfold_accuracy(scores, same.astype(int), fold)["fold_accuracies"]
+    return make_record(
+        benchmark="web",
+        task="verification",
+        model=embedder.name,
+        method=cfg.method,
+        adapt=cfg.adapt,
+        res=cfg.res,
+        pairs="lr-lr",
+        split=f"celeba:{WEB_FOLDS}x{len(same) // WEB_FOLDS}",
+        n=len(same),
+        metrics=metrics,
+        settings=_settings(embedder, cfg, chips, root, started, extra),
+    )
+
+
+def lfw_folds(root: Path, folds: list[int], max_faces: int | None) -> list[int]:
+    """The longest prefix (at least two folds) of ``folds`` whose images fit in ``max_faces``."""
+    if max_faces is None:
+        return folds
+    keep = folds[:2]
+    for k in range(3, len(folds) + 1):
+        if len(lfw_pairs(root, folds[:k]).images()) > max_faces:
+            break
+        keep = folds[:k]
+    return keep
+
+
+class Condition:
+    """One data set and capture shift: its faces' identities (stream order) and its evaluation."""
+
+    def __init__(self, name: str, root: Path, folds: list[int], max_faces: int | None, size: int, method: str):
+        self.name, self.root, self.size, self.method = name, root, size, method
+        self.data, self.res = ("orl", int(name.split(":")[1])) if name.startswith("orl") else (name, 16)
+        self.shift = SHIFTS[name.split(":")[1]] if name.startswith("lfw-shift") else {}
+        self.bench = "orl" if self.data == "orl" else name  # the teacher reference's benchmark name
+        if self.data == "orl":
+            self.split = orl_identification(root)
+            self.labels = list(self.split.labels)
+            self.folds = folds
+        elif self.data == "web":
+            per_fold = 150 if max_faces is None else max(10, max_faces // (4 * WEB_FOLDS))
+            self.pairs = celeba_pairs(root, per_fold)
+            self.images = list(dict.fromkeys(self.pairs[0] + self.pairs[1]))
+            person = dict(zip(*celeba_items(root)))
+            self.labels = [person[p] for p in self.images]
+            self.folds = list(range(1, WEB_FOLDS + 1))
+        else:
+            self.folds = lfw_folds(root, folds, max_faces)
+            self.labels = [p.parent.name for p in lfw_pairs(root, self.folds).images()]
+
+    def config(self, adapt: str) -> EvalConfig:
+        return EvalConfig(
+            res=self.res, out_size=self.size, folds=self.folds, adapt=adapt, method=self.method, **self.shift
+        )
+
+    def evaluate(self, embedder, adapt: str, teacher) -> dict:
+        cfg = self.config(adapt)
+        if self.data == "orl":
+            rec = run_identification(embedder, "orl", cfg, self.root, False, gallery_embedder=teacher).record
+            lr = getattr(embedder, "last", None)
+            rec["settings"]["probe_hits"] = orl_hits(self.split, embedder, teacher, cfg, self.root, lr)
+            return rec
+        if self.data == "web":
+            return run_web(embedder, cfg, self.root, self.pairs, self.images)
+        r = run_verification(embedder, cfg, self.root, False)
+        r.record["settings"]["fold_accuracies"] = kfold_accuracy(r.scores, r.labels, r.folds)["fold_accuracies"]
+        return r.record
 
 
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    ap.add_argument("--run", type=Path, default=REPO / "runs" / "bench" / "aird-A")
+    ap.add_argument("--student", help="student .safetensors, or a registry model name (stand-in)")
+    ap.add_argument("--head", type=Path, default=None, help="student_head.safetensors, for tent (skipped without)")
+    ap.add_argument("--conditions", nargs="+", default=CONDITIONS, choices=CONDITIONS)
+    ap.add_argument("--orders", nargs="+", default=["shuffled", "grouped", "drifting", "day-night"], choices=ORDERS)
+    ap.add_argument("--batches", nargs="+", type=int, default=[1, 8, 32])
+    ap.add_argument("--modes", nargs="+", default=MODES, choices=ADAPTERS.names())
+    ap.add_argument("--burst", type=int, default=10, help="grouped order: frames per burst of one person")
+    ap.add_argument("--max-faces", type=int, default=None, help="cap on distinct faces per LFW / web condition")
+    ap.add_argument(
+        "--folds", choices=sorted(SPLIT_TEST_FOLDS), default=None, help="LFW folds (default: the student's)"
+    )
+    ap.add_argument("--seed", type=int, default=0, help="stream order seed")
+    ap.add_argument("--safe", default="{}", help="JSON object of facebn-safe settings over the shipped defaults")
+    ap.add_argument("--tag", default="", help="suffix of the adapt names in records (development sweeps)")
+    ap.add_argument("--plot", action="store_true", help="also draw the per-layer BN statistics plot (ORL 16 px)")
     ap.add_argument("--data-root", type=Path, default=None)
     ap.add_argument("--out", type=Path, default=OUT)
-    ap.add_argument("--quick", action="store_true", help="skip the sensitivity sweep")
-    ap.add_argument("--tables-only", action="store_true", help="only redraw the tables and plot from facebn.json")
+    ap.add_argument("--fresh", action="store_true", help="start facebn.json afresh instead of merging into it")
+    ap.add_argument("--tables-only", action="store_true", help="only redraw facebn.md from facebn.json")
     args = ap.parse_args()
+    json_path = args.out / "facebn.json"
+    if args.tables_only:
+        write_tables(json_path, args.out / "facebn.md")
+        return
+    if not args.student:
+        ap.error("--student is required (a student .safetensors or a registry model name)")
     command = "python benchmarks/facebn.py " + shlex.join(sys.argv[1:])
     root = data_root(args.data_root)
-    student, meta = load_student(args.run / "student.safetensors")
-    if args.tables_only:
-        plot_bn_stats(student, int(meta["input_size"]), root, args.out / "facebn_bn_stats.png")
-        write_tables(args.out / "facebn.json", load_records_command(args.out / "facebn.json"), args.out / "facebn.md")
-        return
-    size = int(meta["input_size"])
-    name = f"{args.run.name}-student"
-    split = "A" if args.run.name.endswith("-A") else "B"
-    folds = SPLIT_TEST_FOLDS[split]
-    teacher = DlibTeacher("torch")
-    base = TorchEmbedder(student, name, size)
-    head = student_head(args.run)
-    json_path = args.out / "facebn.json"
+    torch.set_num_threads(1)
+    model, name, size, config = load_probe_model(args.student)
+    method = "aird" if config else "teacher"
+    folds = SPLIT_TEST_FOLDS[args.folds or config.get("data", {}).get("split", "all")]
+    pools = config.get("data", {}).get("pools", [])
+    head = load_head(args.head).eval() if args.head else None
+    teacher = DlibTeacher("torch", batch_size=TEACHER_BATCH)
+    base = TorchEmbedder(model, name, size)
+    safe_kwargs = {**STREAM_DEFAULT_KWARGS, **json.loads(args.safe)}
+    if args.fresh and json_path.exists():
+        json_path.unlink()
 
-    def embedder(mode: str, batch: int = 32, momentum: float = 0.1):
-        if mode == "off":
-            return base
-        kwargs = {
-            "facebn-ema": {"momentum": momentum},
-            "facebn-alpha": {"alpha": 0.1},
-            "tent": {"head": head, "logit_scale": 30.0, "lr": 1e-4},
-        }.get(mode, {})
-        return AdaptedEmbedder(student, name, mode, size, batch, **kwargs)
-
-    def record(rec: dict, benchmark: str, adapt: str) -> dict:
-        rec.update(benchmark=benchmark, adapt=adapt, method="aird")
-        rec["settings"]["student_run"] = str(args.run)
-        return rec
-
-    records: list[dict] = []
-
-    def keep(rec: dict) -> None:
-        records.append(rec)
+    def keep(rec: dict, bench: str, spec: StreamSpec | None, method: str = method) -> None:
+        if rec["adapt"] != "off":
+            rec["adapt"] += args.tag
+        rec.update(benchmark=bench, method=method)
+        rec["settings"]["student"] = args.student
+        if rec["benchmark"].startswith("web"):
+            rec["settings"]["web_domain_unseen"] = "celeba" not in pools if config else None
+        if spec is not None:
+            rec["settings"]["adaptation"] = {**rec["settings"]["adaptation"], **spec.settings()}
         write_records(json_path, [rec], command)
+        stamp_default(json_path)
         m = rec["metrics"]
-        figure = m.get("accuracy", m.get("rank1"))
-        print(
-            f"{rec['benchmark']:<22} {rec['model']:<16} {rec['adapt']:<34} {rec['res']:>3} px  {figure:.4f}", flush=True
-        )
+        print(f"{bench:<32} {rec['res']:>3} px {rec['adapt']:<24} {m.get('accuracy', m.get('rank1')):.4f}", flush=True)
 
-    for res in (16, 12):
-        cfg = EvalConfig(res=res, out_size=size)
-        keep(record(run_identification(teacher, "orl", cfg, root, False).record, "orl", "off") | {"method": "teacher"})
-        for mode in MODES:
-            r = run_identification(
-                embedder(mode),
-                "orl",
-                EvalConfig(res=res, out_size=size, adapt=mode),
-                root,
-                False,
-                gallery_embedder=teacher,
-            )
-            keep(record(r.record, "orl", mode))
-    for shift, kwargs in SHIFTS.items():
-        bench = "lfw" if shift == "none" else f"lfw-shift:{shift}"
-        cfg = EvalConfig(res=16, folds=folds, out_size=size, **kwargs)
-        t = run_verification(teacher, cfg, root, False).record
-        keep(record(t, bench, "off") | {"method": "teacher"})
-        for mode in MODES:
-            r = run_verification(
-                embedder(mode), EvalConfig(res=16, folds=folds, out_size=size, adapt=mode, **kwargs), root, False
-            )
-            keep(record(r.record, bench, mode))
-    if not args.quick:
-        for batch, momentum in [(1, 0.1), (8, 0.1), (128, 0.1), (32, 0.01), (32, 0.05), (32, 0.2), (32, 0.5)]:
-            tag = f"facebn-ema(batch={batch},momentum={momentum})"
-            r = run_verification(
-                embedder("facebn-ema", batch, momentum),
-                EvalConfig(res=16, folds=folds, out_size=size, adapt=tag, **SHIFTS["mixed"]),
-                root,
-                False,
-            )
-            keep(record(r.record, "lfw-shift:mixed", tag))
-            r = run_identification(
-                embedder("facebn-ema", batch, momentum),
-                "orl",
-                EvalConfig(res=16, out_size=size, adapt=tag),
-                root,
-                False,
-                gallery_embedder=teacher,
-            )
-            keep(record(r.record, "orl", tag))
-    plot_bn_stats(student, size, root, args.out / "facebn_bn_stats.png")
-    write_tables(json_path, command, args.out / "facebn.md")
+    for cond_name in args.conditions:
+        cond = Condition(cond_name, root, folds, args.max_faces, size, method)
+        # The HR-trained teacher on the same LR faces: the reference a student must beat (order plays no part).
+        ref = cond.evaluate(teacher, "off", teacher)
+        ref["settings"]["adaptation"] = {"adapter": "off", "order": "file", "test_batch_size": TEACHER_BATCH}
+        keep(ref, cond.bench, None, method="teacher")
+        static_off: dict | None = None
+        for order in args.orders:
+            timed_off: dict | None = None
+            for batch in args.batches:
+                spec = StreamSpec(order=order, batch_size=batch, burst=args.burst, seed=args.seed, res=cond.res)
+                bench = f"{cond.bench}@{order}/b{batch}"
+                for mode in args.modes:
+                    if mode == "tent" and head is None:
+                        print(f"{bench}: tent skipped (it needs --head)")
+                        continue
+                    kwargs = {"tent": {"head": head, "logit_scale": 30.0, "lr": 1e-4}, "facebn-safe": safe_kwargs}
+                    kwargs = kwargs.get(mode, MODE_KWARGS.get(mode, {}))
+                    if mode == "off" and order not in TIMED_SHIFTS:
+                        # Unadapted, a face's embedding depends on no other face: one (cached) evaluation serves all.
+                        static_off = static_off or cond.evaluate(base, "off", teacher)
+                        rec = copy.deepcopy(static_off)
+                        rec["settings"]["adaptation"] = {
+                            "adapter": "off",
+                            "stream_length": len(spec.frames(cond.labels)),
+                            "note": "order and batch size change nothing without adaptation: one evaluation",
+                        }
+                    elif mode == "off" and timed_off is not None:
+                        rec = copy.deepcopy(timed_off)  # the timed shift depends on the order, not the batch size
+                    else:
+                        emb = StreamEmbedder(model, name, mode, cond.labels, spec, size, **kwargs)
+                        rec = cond.evaluate(emb, mode, teacher)
+                        if hasattr(emb.adapter, "stream_info"):
+                            rec["settings"]["adaptation"]["stream_info"] = emb.adapter.stream_info(emb.stream)
+                        if mode == "off":
+                            timed_off = copy.deepcopy(rec)
+                    keep(rec, bench, spec)
+    if args.plot:
+        plot_bn_stats(model, size, root, args.out / "facebn_bn_stats.png")
+    write_tables(json_path, args.out / "facebn.md")
+
+
+def orl_hits(split, embedder, teacher, cfg: EvalConfig, root: Path, lr: np.ndarray | None) -> list[int]:
+    """Rank-1 hit (1/0) of every ORL probe, for probe-paired differences between modes."""
+    chips = align_images(split.paths, align_settings_for("orl", cfg.chip_size), progress=False)
+    hr = embed_chips(teacher, chips, None, False)
+    if lr is None:
+        lr = embed_chips(embedder, chips, cfg.degradation(), False)
+    labels = np.array(split.labels)
+    sim = similarity_matrix(lr[split.probes], hr[split.gallery])
+    return (labels[split.gallery][sim.argmax(1)] == labels[split.probes]).astype(int).tolist()
 
 
 def plot_bn_stats(student: torch.nn.Module, size: int, root: Path, path: Path) -> None:
@@ -194,39 +339,81 @@ def plot_bn_stats(student: torch.nn.Module, size: int, root: Path, path: Path) -
     )
 
 
-def load_records_command(path: Path) -> str:
-    """The command stored with the records (the run that measured them, not a table redraw)."""
-    import json
+def stamp_default(json_path: Path) -> None:
+    """Name the shipped default stream adapter at the file's top level."""
+    data = json.loads(json_path.read_text())
+    data["default_adapt"] = STREAM_DEFAULT
+    data["default_adapt_kwargs"] = STREAM_DEFAULT_KWARGS
+    write_json(json_path, data)
 
-    return json.loads(path.read_text())["command"]
+
+def paired(a: dict, b: dict) -> tuple[float, float] | None:
+    """Mean and standard error (points) of a - b, paired over folds (verification) or probes (identification)."""
+    for key in ("fold_accuracies", "probe_hits"):
+        x, y = a["settings"].get(key), b["settings"].get(key)
+        if x is not None and y is not None and len(x) == len(y) and len(x) > 1:
+            d = (np.asarray(x, float) - np.asarray(y, float)) * 100
+            return float(d.mean()), float(d.std(ddof=1) / np.sqrt(len(d)))
+    return None
 
 
-def write_tables(json_path: Path, command: str, md: Path) -> None:
+def write_tables(json_path: Path, md: Path) -> None:
     recs = load_records(json_path)
-    base = [r for r in recs if "(" not in r["adapt"]]
-    sweep = [r for r in recs if "(" in r["adapt"]]
+    command = json.loads(json_path.read_text())["command"]
+    streams = [r for r in recs if "@" in r["benchmark"]]
     lines = [
-        "# FaceBN: test-time adaptation on real distribution shift\n",
-        f"Reproduce: `{command}` (records: `facebn.json`). Student: the AIRD run named in each record's "
-        "`settings.student_run`; LFW figures are on that run's own test folds (3,000 pairs).\n",
-        "\n## LFW 16 px LR-LR accuracy under capture shifts (columns: adaptation)\n",
-        markdown_table(
-            [r for r in base if r["task"] == "verification"], ["benchmark", "method"], "adapt", "accuracy", "{:.2%}"
-        ),
-        "\n## ORL identification rank-1 (LFW-trained student; HR gallery by the teacher)\n",
-        markdown_table(
-            [r for r in base if r["task"] == "identification"], ["res", "method"], "adapt", "rank1", "{:.2%}"
-        ),
-        "\n## Sensitivity of facebn-ema (test batch, momentum)\n",
-        markdown_table([r for r in sweep if r["task"] == "verification"], ["adapt"], "benchmark", "accuracy", "{:.2%}")
-        if sweep
-        else "(not run)",
-        markdown_table([r for r in sweep if r["task"] == "identification"], ["adapt"], "benchmark", "rank1", "{:.2%}")
-        if sweep
-        else "",
-        "\n![BN statistics](facebn_bn_stats.png)\n",
+        "# FaceBN on camera streams\n",
+        f"Reproduce: `{command}` (records: `{json_path.name}`, shipped default `{STREAM_DEFAULT}`).",
+        "Each cell: accuracy (LFW, web: LR-LR verification) or rank-1 (ORL), then the difference from `off` on the "
+        "same stream in points ± its standard error, paired over the test folds (verification) or the probes (ORL).\n",
     ]
-    md.write_text("\n".join(lines))
+    groups: dict[tuple, list[dict]] = {}
+    for r in streams:
+        cond = r["benchmark"].split("@")[0]
+        groups.setdefault((cond, r["res"], r["model"]), []).append(r)
+    worst: dict[str, tuple[float, str]] = {}
+    for (cond, res, model), rs in groups.items():
+        modes = list(dict.fromkeys(r["adapt"] for r in rs))
+        rows = list(dict.fromkeys(r["benchmark"].split("@")[1] for r in rs))
+        cell = {(r["benchmark"].split("@")[1], r["adapt"]): r for r in rs}
+        teacher = next(
+            (
+                t
+                for t in recs
+                if t["method"] == "teacher" and t["benchmark"] == cond and t["res"] == res and "@" not in t["benchmark"]
+            ),
+            None,
+        )
+        metric = "rank1" if rs[0]["task"] == "identification" else "accuracy"
+        ref = f" (HR-trained teacher, no adaptation: {teacher['metrics'][metric]:.2%})" if teacher else ""
+        lines.append(f"\n## {cond} {res} px, {model}{ref}\n")
+        lines.append("| stream | " + " | ".join(modes) + " |")
+        lines.append("|---|" + "---:|" * len(modes))
+        for row in rows:
+            texts = []
+            off = cell.get((row, "off"))
+            for mode in modes:
+                r = cell.get((row, mode))
+                if r is None:
+                    texts.append("—")
+                    continue
+                text = f"{r['metrics'][metric]:.2%}"
+                if off is not None and mode != "off":
+                    d = paired(r, off)
+                    diff = (r["metrics"][metric] - off["metrics"][metric]) * 100
+                    text += f" ({diff:+.1f}" + (f" ± {d[1]:.1f})" if d else ")")
+                    if mode not in worst or diff < worst[mode][0]:
+                        worst[mode] = (diff, f"{cond} {res} px {row}")
+                texts.append(text)
+            lines.append(f"| {row} | " + " | ".join(texts) + " |")
+    if worst:
+        lines += [
+            "\n## Worst stream of each mode (points against `off`)\n",
+            "| mode | worst | stream |",
+            "|---|---:|---|",
+        ]
+        lines += [f"| {m} | {d:+.2f} | {where} |" for m, (d, where) in worst.items()]
+    md.write_text("\n".join(lines) + "\n")
     print("\n".join(lines))
 
 

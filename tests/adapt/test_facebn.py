@@ -362,7 +362,15 @@ def test_empty_batch_changes_nothing():
 
 def test_registry_settings_and_bad_settings():
     net = trained_net()
-    assert set(ADAPTERS.names()) == {"off", "facebn-batch", "facebn-ema", "adabn", "facebn-alpha", "tent"}
+    assert set(ADAPTERS.names()) == {
+        "off",
+        "facebn-batch",
+        "facebn-ema",
+        "adabn",
+        "facebn-alpha",
+        "tent",
+        "facebn-safe",
+    }
     for mode, name in MODE_NAMES.items():
         adapter = make_adapter(name, net)
         assert isinstance(adapter, FaceBN) and adapter.mode == mode

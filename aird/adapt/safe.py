@@ -1,0 +1,447 @@
+"""FaceBN-safe: batch-norm statistics adaptation that a camera stream cannot break.
+
+A camera sends faces one at a time or in small batches, in bursts of one person, for days, and now and
+then a broken frame. This adapter (registry name ``facebn-safe``) keeps, per stream, a memory of
+*distinct* faces' batch-norm statistics and normalises every face with a mix of the training statistics
+and the memory's, weighted by how many distinct faces the memory holds:
+
+- a face is normalised with the statistics kept *before* its batch arrived, so its embedding never
+  depends on the other faces of its batch (batch size 1 is as safe as any);
+- it joins the memory only ``delay`` frames later, so a burst of one person never normalises itself;
+- a face whose embedding is close to a face already in memory (the same person, a near-duplicate
+  frame) is merged into that slot instead of taking a new one, so a burst of one person counts once;
+- ``alpha = alpha_max * K / (K + prior)`` for the K distinct faces in memory (0 below ``min_faces``);
+- non-finite and constant (black, blank) frames, and faces whose statistics lie far outside the
+  memory's, are rejected: they are embedded, but never enter the memory;
+- when most of the recent faces are such outliers the input distribution has jumped: the memory is
+  cleared (alpha returns to 0) and the stream adapts to the new distribution from scratch.
+
+Formulas, defaults and the prior work they come from: docs/facebn.md ("facebn-safe").
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from functools import partial
+from typing import Any, Mapping
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+from torch.nn.modules.batchnorm import _BatchNorm
+
+from aird.adapt.facebn import ADAPTERS, DEFAULT_STREAM, batchnorm_layers, frozen_copy
+from aird.errors import ConfigError
+
+NAME = "facebn-safe"
+# Counters a stream keeps (ints in its state; all but the clock "step" in stream_info).
+COUNTERS = ("seen", "accepted", "merged", "rejected_invalid", "rejected_outlier", "resets", "step")
+SETTINGS = (
+    "prior",
+    "alpha_max",
+    "depth",
+    "min_faces",
+    "memory",
+    "delay",
+    "same_face",
+    "member_cap",
+    "outlier_z",
+    "history",
+    "min_history",
+    "jump_window",
+    "jump_fraction",
+)
+MAD_TO_STD = 1.4826  # median absolute deviation of a normal distribution -> its standard deviation
+MIN_SPREAD = 0.05  # floor on the robust spread of log shift scores (a 5% change is never an outlier by itself)
+# Per-channel tensors of a stream's state, saved per layer as "<layer>.<name>".
+CHANNEL_STATE = ("slot_mean", "slot_var", "pending_mean", "pending_var")
+
+
+@dataclass
+class _Stream:
+    """What one stream keeps. Layer statistics are concatenated over all batch-norm layers (C channels)."""
+
+    slot_count: torch.Tensor  # (M,) int64: faces merged into each slot; 0 = empty slot
+    slot_last: torch.Tensor  # (M,) int64: clock of each slot's last update (least-recently-used eviction)
+    slot_sig: torch.Tensor  # (M, D): unit mean embedding of each slot's faces
+    slot_mean: torch.Tensor  # (M, C): per-channel mean of each slot's values
+    slot_var: torch.Tensor  # (M, C): per-channel (population) variance of each slot's values
+    pending_sig: torch.Tensor  # (P, D), P <= delay: accepted faces waiting to join the memory, oldest first
+    pending_mean: torch.Tensor  # (P, C)
+    pending_var: torch.Tensor  # (P, C)
+    history: torch.Tensor  # (H,): log shift scores of the last accepted faces (ring)
+    window: torch.Tensor  # (J,) bool: whether each of the last valid, distinct faces was an outlier (ring)
+    window_sig: torch.Tensor  # (J, D): the unit embedding of each outlier in the window (zeros elsewhere)
+    n_history: int = 0
+    n_window: int = 0
+    counters: dict[str, int] = field(default_factory=lambda: dict.fromkeys(COUNTERS, 0))
+    # Derived from the memory by _refresh (not saved):
+    mixed: torch.Tensor | None = None  # (2, C): the mean and variance the next batch is normalised with
+    reference: torch.Tensor | None = None  # (2, C): memory mean and spread of faces' means; None below min_faces
+    alpha: float = 0.0
+
+    def tensors(self) -> dict[str, torch.Tensor]:
+        names = ("slot_count", "slot_last", "slot_sig", "slot_mean", "slot_var", "pending_sig")
+        names += ("pending_mean", "pending_var", "history", "window", "window_sig")
+        return {n: getattr(self, n) for n in names}
+
+
+class SafeFaceBN:
+    """Stream-safe test-time adaptation of batch-norm statistics; ``adapter(x, stream=camera)`` embeds a batch.
+
+    Only statistics change: the model is deep-copied and frozen at construction and no learned weight moves.
+    Not thread-safe (the stream being embedded is state during a call): one adapter per worker.
+    """
+
+    mode = "safe"  # as FaceBN's ``mode``: what kind of statistics it keeps (per stream, always)
+
+    def __init__(
+        self,
+        model: nn.Module,
+        prior: float = 16.0,
+        alpha_max: float = 0.2,
+        depth: float = 0.5,
+        min_faces: int = 8,
+        memory: int = 64,
+        delay: int = 16,
+        same_face: float = 0.98,
+        member_cap: int = 16,
+        outlier_z: float = 6.0,
+        history: int = 64,
+        min_history: int = 16,
+        jump_window: int = 16,
+        jump_fraction: float = 0.5,
+    ):
+        checks = {
+            "prior": prior > 0,
+            "alpha_max": 0.0 <= alpha_max <= 1.0,
+            "depth": 0.0 < depth <= 1.0,
+            "min_faces": min_faces >= 2,
+            "memory": memory >= min_faces,
+            "delay": delay >= 0,
+            "same_face": -1.0 <= same_face <= 1.0,
+            "member_cap": member_cap >= 1,
+            "outlier_z": outlier_z > 0,
+            "history": history >= 2,
+            "min_history": 2 <= min_history <= history,
+            "jump_window": jump_window >= 1,
+            "jump_fraction": 0.0 < jump_fraction <= 1.0,
+        }
+        bad = [k for k, ok in checks.items() if not ok]
+        if bad:
+            raise ConfigError(f"{NAME}: setting {bad[0]}={locals()[bad[0]]!r} is out of range (docs/facebn.md)")
+        self.prior, self.alpha_max, self.same_face = float(prior), float(alpha_max), float(same_face)
+        self.depth = float(depth)
+        self.outlier_z, self.jump_fraction = float(outlier_z), float(jump_fraction)
+        self.min_faces, self.memory, self.delay, self.member_cap = (
+            int(min_faces),
+            int(memory),
+            int(delay),
+            int(member_cap),
+        )
+        self.history, self.min_history, self.jump_window = int(history), int(min_history), int(jump_window)
+        self.model = frozen_copy(model)
+        self.layers = batchnorm_layers(self.model)
+        for name, bn in self.layers.items():
+            bn.forward = partial(self._normalise, name, bn)
+        sizes = [bn.running_mean.numel() for bn in self.layers.values()]
+        bounds = [0, *torch.tensor(sizes).cumsum(0).tolist()]
+        self._slices = {name: slice(a, b) for name, a, b in zip(self.layers, bounds, bounds[1:])}
+        device = next(iter(self.layers.values())).running_mean.device
+        self._source = torch.stack(
+            [
+                torch.cat([bn.running_mean.float() for bn in self.layers.values()]),
+                torch.cat([bn.running_var.float() for bn in self.layers.values()]),
+            ]
+        )
+        # Only the first ``depth`` of the layers (in the order the model registers them: the forward order of
+        # a plain network) adapt; the deeper ones keep their training statistics (docs/facebn.md, "depth").
+        adapted = max(1, int(self.depth * len(sizes) + 0.5))
+        self._adapted = torch.cat([torch.full((s,), float(i < adapted)) for i, s in enumerate(sizes)]).to(device)
+        # Each layer weighs the same in a face's shift score, whatever its width.
+        self._layer_weight = torch.cat([torch.full((s,), 1.0 / (s * len(sizes))) for s in sizes]).to(device)
+        self._eps = torch.cat([torch.full((s,), float(bn.eps)) for s, bn in zip(sizes, self.layers.values())]).to(
+            device
+        )
+        self._streams: dict[str, _Stream] = {}
+        self._mix: torch.Tensor | None = None  # (2, C) during a call
+        self._seen: dict[str, tuple[torch.Tensor, torch.Tensor]] = {}  # per-face (mean, var) of each layer's input
+
+    # ------------------------------------------------------------------ the interface a service calls
+
+    def __call__(self, x: torch.Tensor, stream: str = DEFAULT_STREAM) -> torch.Tensor:
+        """Embeddings of the batch ``x`` (N faces), normalised with ``stream``'s statistics; then they update them.
+
+        A face with a NaN or infinite value gets a non-finite embedding (there is no face to embed); a
+        constant frame gets its (meaningless) embedding; neither changes the stream.
+        """
+        x = torch.as_tensor(x)
+        # Outside inference mode, so the stream's tensors stay ordinary ones whatever mode the caller is in.
+        with torch.inference_mode(False), torch.no_grad():
+            state = self._stream(stream)
+            self._mix, self._seen = state.mixed, {}
+            try:
+                out = self.model(x)
+                seen = self._seen
+            finally:
+                self._mix, self._seen = None, {}
+            if x.shape[0]:
+                self._update(state, x, out, seen)
+            return out
+
+    def stream_info(self, stream: str = DEFAULT_STREAM) -> dict[str, Any]:
+        """What a service shows for one camera: evidence (distinct faces in memory), alpha, rejections, resets.
+
+        ``seen`` frames = ``accepted`` + ``rejected_invalid`` (NaN, inf, blank) + ``rejected_outlier``;
+        ``merged``: accepted faces that joined the slot of a near-duplicate; ``pending``: accepted faces
+        still waiting ``delay`` frames to join the memory.
+        """
+        st = self._streams.get(stream)
+        counters = st.counters if st else dict.fromkeys(COUNTERS, 0)
+        return {
+            "stream": stream,
+            "adapter": NAME,
+            "evidence": int((st.slot_count > 0).sum()) if st else 0,
+            "alpha": round(st.alpha, 6) if st else 0.0,
+            "pending": len(st.pending_mean) if st else 0,
+            **{k: v for k, v in counters.items() if k != "step"},
+        }
+
+    def reset(self, stream: str | None = None) -> None:
+        """Forget ``stream`` (all streams if None): it restarts from the training statistics (alpha 0)."""
+        if stream is None:
+            self._streams.clear()
+        else:
+            self._streams.pop(stream, None)
+
+    def state_dict(self) -> dict[str, dict[str, Any]]:
+        """``{stream: {key: tensor or int}}``, plain tensors and ints (``torch.load(weights_only=True)`` reads it).
+
+        Per batch-norm layer ``<layer>.slot_mean``, ``<layer>.slot_var``, ``<layer>.pending_mean`` and
+        ``<layer>.pending_var``; then ``slot_count``, ``slot_last``, ``slot_sig``, ``pending_sig``,
+        ``history``, ``window``, ``window_sig``, ``n_history``, ``n_window`` and the counters.
+        """
+        out: dict[str, dict[str, Any]] = {}
+        for stream, st in self._streams.items():
+            d: dict[str, Any] = {}
+            for key, t in st.tensors().items():
+                if key in CHANNEL_STATE:
+                    d.update({f"{name}.{key}": t[:, sl].clone() for name, sl in self._slices.items()})
+                else:
+                    d[key] = t.clone()
+            out[stream] = {**d, "n_history": st.n_history, "n_window": st.n_window, **st.counters}
+        return out
+
+    def load_state_dict(self, state: Mapping[str, Mapping[str, Any]]) -> None:
+        """Replace all streams by those of ``state`` (from :meth:`state_dict` of an adapter on the same model)."""
+        streams = {}
+        template = self._empty(0)
+        for stream, d in state.items():
+            expected = {f"{name}.{key}" for name in self.layers for key in CHANNEL_STATE}
+            expected |= set(template.tensors()) - set(CHANNEL_STATE) | {"n_history", "n_window", *COUNTERS}
+            if set(d) != expected:
+                missing, unexpected = sorted(expected - set(d)), sorted(set(d) - expected)
+                raise ValueError(
+                    f"{NAME} stream {stream!r} does not match this model "
+                    f"(missing {missing[:3]}, unexpected {unexpected[:3]})"
+                )
+            tensors = {}
+            for key, t in template.tensors().items():
+                if key in CHANNEL_STATE:
+                    parts = [torch.as_tensor(d[f"{name}.{key}"]) for name in self.layers]
+                    widths = [p.shape[-1] for p in parts]
+                    if widths != [s.stop - s.start for s in self._slices.values()]:
+                        raise ValueError(f"{NAME} stream {stream!r}: {key} has other channel counts than this model")
+                    value = torch.cat(parts, dim=1)
+                else:
+                    value = torch.as_tensor(d[key])
+                fixed = t.shape[0] if key.startswith(("slot_", "history", "window")) else None
+                if fixed is not None and value.shape[0] != fixed:
+                    raise ValueError(
+                        f"{NAME} stream {stream!r}: {key} holds {value.shape[0]} entries, this adapter "
+                        f"{fixed} (saved with other memory / history / jump_window settings)"
+                    )
+                tensors[key] = value.to(t.device, t.dtype).clone()
+            if len(tensors["pending_mean"]) > self.delay:
+                raise ValueError(f"{NAME} stream {stream!r} holds more pending faces than delay={self.delay}")
+            st = _Stream(
+                **tensors,
+                n_history=int(d["n_history"]),
+                n_window=int(d["n_window"]),
+                counters={k: int(d[k]) for k in COUNTERS},
+            )
+            self._refresh(st)
+            streams[str(stream)] = st
+        self._streams = streams
+
+    def settings(self) -> dict[str, Any]:
+        """What a result record needs to say how embeddings were adapted."""
+        return {"adapter": NAME, "bn_layers": len(self.layers), **{k: getattr(self, k) for k in SETTINGS}}
+
+    # ------------------------------------------------------------------ internals
+
+    def _stream(self, stream: str) -> _Stream:
+        if stream not in self._streams:
+            st = self._empty(0)
+            self._refresh(st)
+            self._streams[stream] = st
+        return self._streams[stream]
+
+    def _empty(self, dim: int) -> _Stream:
+        dev = self._source.device
+        m, c = self.memory, self._source.shape[1]
+        return _Stream(
+            slot_count=torch.zeros(m, dtype=torch.int64, device=dev),
+            slot_last=torch.zeros(m, dtype=torch.int64, device=dev),
+            slot_sig=torch.zeros(m, dim, device=dev),
+            slot_mean=torch.zeros(m, c, device=dev),
+            slot_var=torch.zeros(m, c, device=dev),
+            pending_sig=torch.zeros(0, dim, device=dev),
+            pending_mean=torch.zeros(0, c, device=dev),
+            pending_var=torch.zeros(0, c, device=dev),
+            history=torch.zeros(self.history, device=dev),
+            window=torch.zeros(self.jump_window, dtype=torch.bool, device=dev),
+            window_sig=torch.zeros(self.jump_window, dim, device=dev),
+        )
+
+    def _forget(self, st: _Stream) -> None:
+        """After a jump: empty memory, queue, score history and outlier window; counters stay."""
+        fresh = self._empty(st.slot_sig.shape[1])
+        for key, t in fresh.tensors().items():
+            setattr(st, key, t)
+        st.n_history = st.n_window = 0
+
+    def _refresh(self, st: _Stream) -> None:
+        """Recompute the statistics the next batch uses from the memory: equal weight per distinct face (slot)."""
+        occupied = st.slot_count > 0
+        k = int(occupied.sum())
+        st.alpha = self.alpha_max * k / (k + self.prior) if k >= self.min_faces else 0.0
+        st.mixed, st.reference = self._source, None
+        if k < self.min_faces:
+            return
+        means = st.slot_mean[occupied].double()
+        target_mean = means.mean(0)
+        # Law of total variance over slots; the between-slot (between-face) part unbiased over the k slots.
+        between = ((means - target_mean) ** 2).sum(0) / (k - 1)
+        target_var = st.slot_var[occupied].double().mean(0) + between
+        target = torch.stack([target_mean, target_var]).float()
+        st.mixed = self._source + st.alpha * self._adapted * (target - self._source)
+        # The yardstick of the outlier test: how far faces' channel means spread around the memory's mean,
+        # floored at a hundredth of the channel's variance so that a channel every face leaves at zero
+        # (a dead unit) cannot make one face an outlier on its own.
+        spread = (between + 0.01 * target_var).float() + self._eps
+        st.reference = torch.stack([target_mean.float(), spread])
+
+    def _normalise(self, name: str, bn: _BatchNorm, x: torch.Tensor) -> torch.Tensor:
+        if self._mix is None:
+            raise RuntimeError(f"{NAME} statistics belong to a stream: call the adapter, adapter(x, stream)")
+        sl = self._slices[name]
+        mean, var = self._mix[0, sl], self._mix[1, sl]
+        if x.shape[0]:
+            xs = x.detach().float()
+            if x.dim() == 2:
+                self._seen[name] = (xs, torch.zeros_like(xs))
+            else:
+                # Moments about the statistics in use: well conditioned, and ~4x faster than var_mean.
+                shift = mean.view(1, -1, *([1] * (x.dim() - 2)))
+                d = (xs - shift).flatten(2)
+                m = d.mean(2)
+                v = (d.square().mean(2) - m.square()).clamp_(min=0.0)
+                self._seen[name] = (m + mean, v)
+        dtype = bn.running_mean.dtype
+        return F.batch_norm(x, mean.to(dtype), var.to(dtype), bn.weight, bn.bias, False, 0.0, bn.eps)
+
+    def _update(
+        self, st: _Stream, x: torch.Tensor, out: torch.Tensor, seen: dict[str, tuple[torch.Tensor, torch.Tensor]]
+    ) -> None:
+        flat = x.detach().flatten(1).float()
+        finite = torch.isfinite(flat).all(1) & torch.isfinite(out).all(1)
+        constant = flat.std(1, correction=0) <= 1e-3 * flat.abs().amax(1).clamp(min=1.0)
+        valid = finite & ~constant  # a NaN row's std is NaN: not constant, but not finite either
+        face_mean = torch.cat([seen[name][0] for name in self.layers], dim=1)
+        face_var = torch.cat([seen[name][1] for name in self.layers], dim=1)
+        # Shift score: how far a face's per-channel means lie from the memory's, in units of how far the
+        # memory's faces spread (a diagonal Mahalanobis distance), averaged over channels, then layers.
+        log_score = None
+        if st.reference is not None:
+            z2 = (face_mean - st.reference[0]) ** 2 / st.reference[1]
+            log_score = torch.log(z2.nan_to_num(nan=0.0, posinf=1e30) @ self._layer_weight + 1e-12)
+        sig = F.normalize(out.detach().float().flatten(1), dim=1)
+        if st.slot_sig.shape[1] != sig.shape[1]:  # the first faces of a stream: the embedding size is now known
+            st.slot_sig = torch.zeros(self.memory, sig.shape[1], device=sig.device)
+            st.pending_sig = torch.zeros(0, sig.shape[1], device=sig.device)
+            st.window_sig = torch.zeros(self.jump_window, sig.shape[1], device=sig.device)
+        c = st.counters
+        changed = False
+        for i in range(x.shape[0]):
+            c["seen"] += 1
+            if not bool(valid[i]):
+                c["rejected_invalid"] += 1
+                continue
+            c["step"] += 1  # the clock of least-recently-used eviction: only frames that could teach count
+            outlier = log_score is not None and self._is_outlier(st, float(log_score[i]))
+            # The jump window counts distinct outliers: a burst of one odd person is one odd face, not a jump.
+            repeat = outlier and bool(((st.window_sig @ sig[i])[st.window] >= self.same_face).any())
+            if not repeat:
+                st.window[st.n_window % self.jump_window] = outlier
+                st.window_sig[st.n_window % self.jump_window] = sig[i] if outlier else 0.0
+                st.n_window += 1
+            if outlier:
+                c["rejected_outlier"] += 1
+                if st.n_window >= self.jump_window and int(st.window.sum()) >= self.jump_fraction * self.jump_window:
+                    self._forget(st)
+                    c["resets"] += 1
+                    changed = True
+                continue
+            if log_score is not None:
+                st.history[st.n_history % self.history] = log_score[i]
+                st.n_history += 1
+            c["accepted"] += 1
+            st.pending_sig = torch.cat([st.pending_sig, sig[i : i + 1]])
+            st.pending_mean = torch.cat([st.pending_mean, face_mean[i : i + 1]])
+            st.pending_var = torch.cat([st.pending_var, face_var[i : i + 1]])
+            if len(st.pending_mean) > self.delay:
+                self._remember(st, st.pending_sig[0], st.pending_mean[0], st.pending_var[0])
+                st.pending_sig, st.pending_mean, st.pending_var = (
+                    st.pending_sig[1:],
+                    st.pending_mean[1:],
+                    st.pending_var[1:],
+                )
+                changed = True
+        if changed:
+            self._refresh(st)
+
+    def _is_outlier(self, st: _Stream, log_score: float) -> bool:
+        n = min(st.n_history, self.history)
+        if n < self.min_history:
+            return False  # too little history to say what is far
+        h = st.history[:n]
+        med = h.median()
+        spread = max(MAD_TO_STD * float((h - med).abs().median()), MIN_SPREAD)
+        return (log_score - float(med)) / spread > self.outlier_z
+
+    def _remember(self, st: _Stream, sig: torch.Tensor, mean: torch.Tensor, var: torch.Tensor) -> None:
+        """Merge a face into the slot of its near-duplicate, or give it a slot (evicting the least recently used)."""
+        occupied = st.slot_count > 0
+        clock = st.counters["step"]
+        if bool(occupied.any()):
+            cos = (st.slot_sig @ sig).masked_fill(~occupied, -2.0)
+            best = int(cos.argmax())
+            if float(cos[best]) >= self.same_face:
+                # A running mean of the slot's faces, the newest weighing at least 1 / member_cap (timeliness).
+                w = 1.0 / min(int(st.slot_count[best]) + 1, self.member_cap)
+                d = mean - st.slot_mean[best]
+                st.slot_var[best] = (1 - w) * st.slot_var[best] + w * var + w * (1 - w) * d * d
+                st.slot_mean[best] += w * d
+                st.slot_sig[best] = F.normalize((1 - w) * st.slot_sig[best] + w * sig, dim=0)
+                st.slot_count[best] += 1
+                st.slot_last[best] = clock
+                st.counters["merged"] += 1
+                return
+        free = (~occupied).nonzero()
+        slot = int(free[0]) if len(free) else int(st.slot_last.argmin())
+        st.slot_count[slot], st.slot_last[slot] = 1, clock
+        st.slot_sig[slot], st.slot_mean[slot], st.slot_var[slot] = sig, mean, var
+
+
+ADAPTERS.register(NAME)(SafeFaceBN)

@@ -1,0 +1,340 @@
+"""facebn-safe: what a camera stream throws at it (NaN, black frames, batch 1, bursts, jumps, restarts)."""
+
+from __future__ import annotations
+
+import pytest
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+from aird.adapt import ADAPTERS, STREAM_DEFAULT, SafeFaceBN, make_adapter, make_stream_adapter
+from aird.adapt.safe import SETTINGS as SETTING_NAMES
+from aird.errors import ConfigError
+
+# Small enough that the toy's embeddings of distinct faces never look like near-duplicates by accident.
+SETTINGS = {"same_face": 0.97, "min_faces": 4, "prior": 8.0, "memory": 32, "min_history": 8}
+
+
+def faces(n: int, shift: float = 0.0, scale: float = 1.0, seed: int = 1) -> torch.Tensor:
+    g = torch.Generator().manual_seed(seed)
+    return torch.randn(n, 3, 12, 12, generator=g) * scale + shift
+
+
+def source_net(seed: int = 0) -> nn.Module:
+    """A tiny face embedder whose BN running statistics are the exact statistics of its "training" faces."""
+    torch.manual_seed(seed)
+    net = nn.Sequential(
+        nn.Conv2d(3, 16, 3),
+        nn.BatchNorm2d(16, momentum=None),
+        nn.ReLU(),
+        nn.Conv2d(16, 16, 3, stride=2),
+        nn.BatchNorm2d(16, momentum=None),
+        nn.ReLU(),
+        nn.Flatten(),  # no pooling: the embedding keeps where things are, so distinct faces stay distinct
+        nn.Linear(16 * 4 * 4, 16),
+        nn.BatchNorm1d(16, momentum=None),
+    ).train()
+    with torch.no_grad():
+        for s in range(10):
+            net(faces(64, seed=1000 + s))
+    return net.eval()
+
+
+@pytest.fixture(scope="module")
+def net() -> nn.Module:
+    return source_net()
+
+
+def shifted(n: int, seed: int) -> torch.Tensor:
+    """Target-domain faces: brighter and with more contrast than the training faces."""
+    return faces(n, shift=1.5, scale=2.0, seed=seed)
+
+
+def warmed(net: nn.Module, n_batches: int = 6, stream: str = "cam", **kw) -> SafeFaceBN:
+    adapter = SafeFaceBN(net, **{**SETTINGS, **kw})
+    for s in range(n_batches):
+        adapter(shifted(8, seed=s), stream=stream)
+    return adapter
+
+
+def twin(adapter: SafeFaceBN, net: nn.Module) -> SafeFaceBN:
+    """A second adapter on the same model with the same streams (a restarted process)."""
+    other = SafeFaceBN(net, **{k: adapter.settings()[k] for k in SETTING_NAMES})
+    other.load_state_dict(adapter.state_dict())
+    return other
+
+
+def memory_of(adapter: SafeFaceBN, stream: str) -> dict[str, torch.Tensor]:
+    """The stream's state without its counters."""
+    return {k: v for k, v in adapter.state_dict()[stream].items() if isinstance(v, torch.Tensor)}
+
+
+def assert_same_memory(a: SafeFaceBN, b: SafeFaceBN, stream: str, exact: bool = True) -> None:
+    ma, mb = memory_of(a, stream), memory_of(b, stream)
+    assert ma.keys() == mb.keys()
+    for key in ma:
+        if exact or not ma[key].is_floating_point():
+            assert torch.equal(ma[key], mb[key]), key
+        else:  # the same faces in another batch: convolutions may round differently
+            torch.testing.assert_close(ma[key], mb[key], rtol=1e-4, atol=1e-5)
+
+
+def test_it_adapts_toward_the_target_statistics_with_enough_distinct_faces(net):
+    adapter = warmed(net, n_batches=8)
+    info = adapter.stream_info("cam")
+    assert info["evidence"] >= 32 and info["rejected_outlier"] == 0
+    assert 0.0 < info["alpha"] <= adapter.alpha_max
+    # The first BN's input is the first convolution of the raw faces: its target statistics are known exactly.
+    with torch.no_grad():
+        target = net[0](torch.cat([shifted(8, seed=s) for s in range(8)]))
+    t_mean, t_var = target.mean((0, 2, 3)), target.var((0, 2, 3))
+    s_mean, s_var = net[1].running_mean, net[1].running_var
+    mixed_mean, mixed_var = adapter._streams["cam"].mixed[:, adapter._slices["1"]]
+    # It moved by about alpha of the way, in the mean and in the variance.
+    a = info["alpha"]
+    torch.testing.assert_close(mixed_mean, (1 - a) * s_mean + a * t_mean, rtol=0.05, atol=0.05)
+    assert (mixed_var - s_var).abs().sum() > 0.5 * a * (t_var - s_var).abs().sum()
+    x = shifted(4, seed=99)
+    assert not torch.allclose(adapter(x, stream="cam"), make_adapter("off", net)(x), atol=1e-3)
+    # depth 0.5 of 3 layers: the first two adapt, the last (the embedding's BN1d) keeps its training statistics.
+    mixed = adapter._streams["cam"].mixed
+    assert not torch.equal(mixed[:, adapter._slices["4"]], adapter._source[:, adapter._slices["4"]])
+    assert torch.equal(mixed[:, adapter._slices["8"]], adapter._source[:, adapter._slices["8"]])
+    full = warmed(net, n_batches=8, depth=1.0)
+    assert not torch.equal(full._streams["cam"].mixed[:, full._slices["8"]], full._source[:, full._slices["8"]])
+
+
+def test_little_evidence_is_exactly_off_and_a_batch_never_normalises_itself(net):
+    off = make_adapter("off", net)
+    adapter = SafeFaceBN(net, **SETTINGS)
+    x = shifted(3, seed=5)
+    assert torch.equal(adapter(x), off(x))  # alpha = 0 below min_faces: the training statistics, exactly
+    adapter = warmed(net)
+    assert adapter.stream_info("cam")["alpha"] > 0
+    batch = shifted(6, seed=50)
+    # Each face of a batch is embedded as if it came alone: with the statistics kept before the batch.
+    alone = [twin(adapter, net)(batch[i : i + 1], stream="cam") for i in range(len(batch))]
+    together = adapter(batch, stream="cam")
+    torch.testing.assert_close(together, torch.cat(alone), rtol=1e-4, atol=1e-5)
+
+
+def test_batch_size_one_streams_stay_finite_and_adapt(net):
+    adapter = SafeFaceBN(net, **SETTINGS)
+    stream = shifted(48, seed=7)
+    for i in range(len(stream)):
+        out = adapter(stream[i : i + 1], stream="cam")
+        assert out.shape == (1, 16) and torch.isfinite(out).all()
+    info = adapter.stream_info("cam")
+    assert info["seen"] == 48 and info["evidence"] >= 32 and info["alpha"] > 0
+    assert all(torch.isfinite(t).all() for t in memory_of(adapter, "cam").values() if t.is_floating_point())
+
+
+@pytest.mark.parametrize("bad", ["nan", "inf", "zeros", "constant"])
+def test_a_broken_batch_is_rejected_and_leaves_the_stream_as_it_was(net, bad):
+    adapter, reference = warmed(net), warmed(net)
+    value = {"nan": float("nan"), "inf": float("inf"), "zeros": 0.0, "constant": 0.7}[bad]
+    out = adapter(torch.full((4, 3, 12, 12), value), stream="cam")
+    assert adapter.stream_info("cam")["rejected_invalid"] == 4
+    # Garbage in, no embedding out for a non-finite frame; a blank frame gets a (meaningless) finite one.
+    assert torch.isfinite(out).all() == (bad in ("zeros", "constant"))
+    # The stream is exactly as if the batch had never come.
+    assert_same_memory(adapter, reference, "cam")
+    nxt = shifted(4, seed=61)
+    assert torch.equal(adapter(nxt, stream="cam"), reference(nxt, stream="cam"))
+
+
+def test_a_nan_face_among_good_ones_changes_nothing_but_its_own_row(net):
+    adapter, reference = warmed(net), warmed(net)
+    good = shifted(3, seed=70)
+    mixed = torch.cat([good[:1], torch.full_like(good[:1], float("nan")), good[1:]])
+    out = adapter(mixed, stream="cam")
+    expected = reference(good, stream="cam")
+    assert torch.isnan(out[1]).all()
+    torch.testing.assert_close(out[[0, 2, 3]], expected, rtol=1e-4, atol=1e-5)  # no face of a batch sees another
+    # The good faces were learnt from, the NaN one was not.
+    assert_same_memory(adapter, reference, "cam", exact=False)
+
+
+def test_a_burst_of_500_frames_of_one_face_does_not_pull_the_statistics(net):
+    off = make_adapter("off", net)
+    others = faces(16, shift=-0.5, scale=1.2, seed=80)
+    one_face = shifted(1, seed=81)
+    # A fresh stream that sees only the burst stays exactly off: one distinct face is no evidence.
+    fresh = SafeFaceBN(net, **SETTINGS)
+    for _ in range(50):
+        fresh(one_face.expand(10, -1, -1, -1).clone(), stream="cam")
+    info = fresh.stream_info("cam")
+    assert info["seen"] == 500 and info["evidence"] == 1 and info["alpha"] == 0.0
+    assert torch.equal(fresh(others, stream="cam"), off(others))
+    # A stream already adapted: the burst merges into one slot, and other faces' embeddings barely move
+    # (without the delay, the worst case: every frame of the burst reaches the memory at once).
+    adapter = warmed(net, n_batches=8, delay=0)
+    ema = make_adapter("facebn-ema", net, momentum=0.1)
+    for s in range(8):
+        ema(shifted(8, seed=s))
+    before, ema_before = twin(adapter, net)(others, stream="cam"), ema(others)
+    evidence = adapter.stream_info("cam")["evidence"]
+    for i in range(500):
+        adapter(one_face, stream="cam")  # batch 1, as a camera sends them
+        if i % 50 == 0:
+            ema(one_face.expand(8, -1, -1, -1))
+    info = adapter.stream_info("cam")
+    assert info["evidence"] <= evidence + 1 and info["merged"] >= 499
+    after = adapter(others, stream="cam")
+    drift = 1 - F.cosine_similarity(after, before).min()
+    ema_drift = 1 - F.cosine_similarity(ema(others), ema_before).min()
+    assert drift < 0.01 and drift < 0.1 * ema_drift
+    # And they stay as close to off as before the burst (the adaptation itself is not undone either).
+    gap_before = (1 - F.cosine_similarity(before, off(others))).mean()
+    gap_after = (1 - F.cosine_similarity(after, off(others))).mean()
+    assert abs(gap_after - gap_before) < 0.1 * gap_before
+
+
+def test_a_burst_shorter_than_the_delay_never_reaches_the_statistics_it_is_normalised_with(net):
+    burst = shifted(1, seed=82) + 0.05 * faces(10, seed=83)  # one person, ten slightly different frames
+    other = shifted(10, seed=84)  # ten other people
+    with_burst, without = warmed(net, delay=16), warmed(net, delay=16)
+    for i in range(10):
+        with_burst(burst[i : i + 1], stream="cam")
+        without(other[i : i + 1], stream="cam")
+    # While the burst lasts only faces from before it join the memory: the same ones in both streams.
+    slots = [k for k in memory_of(with_burst, "cam") if "slot" in k]
+    for key in slots:
+        assert torch.equal(memory_of(with_burst, "cam")[key], memory_of(without, "cam")[key]), key
+    assert with_burst.stream_info("cam")["pending"] == 16
+
+
+def test_streams_are_isolated(net):
+    cam1 = [shifted(8, seed=s) for s in range(6)]
+    cam2 = [faces(8, shift=-1.0, scale=0.6, seed=20 + s) for s in range(6)]
+    both = SafeFaceBN(net, **SETTINGS)
+    only2 = SafeFaceBN(net, **SETTINGS)
+    for a, b in zip(cam1, cam2):
+        both(a, stream="cam-1")
+        assert torch.equal(both(b, stream="cam-2"), only2(b, stream="cam-2"))
+    assert both.stream_info("cam-2") == {**only2.stream_info("cam-2")}
+    assert both.stream_info("cam-1")["seen"] == 48
+    assert both.stream_info("unknown") == {**both.stream_info("unknown"), "seen": 0, "evidence": 0, "alpha": 0.0}
+    both.reset("cam-1")
+    assert set(both.state_dict()) == {"cam-2"}
+
+
+def test_state_survives_a_restart(net, tmp_path):
+    adapter = warmed(net, stream="cam-1")
+    adapter(faces(8, shift=-1.0, scale=0.6, seed=30), stream="cam-2")
+    path = tmp_path / "adapt.pt"
+    torch.save(adapter.state_dict(), path)
+    state = torch.load(path, weights_only=True)
+    assert all(isinstance(v, (torch.Tensor, int)) for d in state.values() for v in d.values())
+    restarted = SafeFaceBN(source_net(), **SETTINGS)  # a new process: a new model object, a new adapter
+    restarted.load_state_dict(state)
+    for stream in ("cam-1", "cam-2"):
+        assert restarted.stream_info(stream) == adapter.stream_info(stream)
+    for s in range(3):  # and they keep evolving identically
+        for stream in ("cam-1", "cam-2"):
+            x = shifted(4, seed=40 + s)
+            assert torch.equal(restarted(x, stream=stream), adapter(x, stream=stream))
+    with pytest.raises(ValueError, match="memory"):
+        SafeFaceBN(net, **{**SETTINGS, "memory": 16}).load_state_dict(state)
+    with pytest.raises(ValueError, match="does not match"):
+        SafeFaceBN(nn.Sequential(nn.Linear(3, 4), nn.BatchNorm1d(4)), **SETTINGS).load_state_dict(state)
+
+
+def test_a_distribution_jump_resets_the_stream_and_it_adapts_to_the_new_one(net):
+    adapter = warmed(net, n_batches=6)
+    day = adapter.stream_info("cam")
+    assert day["resets"] == 0 and day["alpha"] > 0
+    night = [faces(8, shift=-2.0, scale=1.0, seed=90 + s) for s in range(8)]
+    adapter(night[0], stream="cam")
+    adapter(night[1], stream="cam")
+    info = adapter.stream_info("cam")
+    assert info["resets"] == 1 and info["rejected_outlier"] >= adapter.jump_window * adapter.jump_fraction
+    assert info["evidence"] < day["evidence"]  # the day faces are forgotten
+    for batch in night[2:]:
+        adapter(batch, stream="cam")
+    info = adapter.stream_info("cam")
+    assert info["resets"] == 1 and info["alpha"] > 0  # and it adapted to the night, without resetting again
+    with torch.no_grad():
+        night_mean = net[0](torch.cat(night)).mean((0, 2, 3))
+    kept_mean = adapter._streams["cam"].mixed[0, adapter._slices["1"]]
+    assert (kept_mean - night_mean).abs().sum() < (net[1].running_mean - night_mean).abs().sum()
+
+
+def test_an_isolated_outlier_face_is_rejected_without_a_reset(net):
+    adapter = warmed(net, n_batches=6)
+    reference = warmed(net, n_batches=6)
+    odd = faces(1, shift=-2.0, scale=1.0, seed=95)  # in range, not blank, but nothing like this camera's faces
+    adapter(odd, stream="cam")
+    info = adapter.stream_info("cam")
+    assert info["rejected_outlier"] == 1 and info["resets"] == 0
+    x = shifted(4, seed=96)
+    assert torch.equal(adapter(x, stream="cam"), reference(x, stream="cam"))
+
+
+def test_a_burst_of_one_odd_face_is_rejected_without_a_reset(net):
+    adapter = warmed(net, n_batches=6)
+    odd = faces(1, shift=-2.0, scale=1.0, seed=97)
+    for _ in range(40):  # far more frames than the jump window, but one face
+        adapter(odd, stream="cam")
+    info = adapter.stream_info("cam")
+    assert info["rejected_outlier"] == 40 and info["resets"] == 0 and info["alpha"] > 0
+
+
+def test_registry_settings_and_the_stream_default(net):
+    assert "facebn-safe" in ADAPTERS.names() and STREAM_DEFAULT == "facebn-safe"
+    adapter = make_stream_adapter(net, memory=16)
+    assert isinstance(adapter, SafeFaceBN) and adapter.memory == 16
+    settings = make_adapter("facebn-safe", net).settings()
+    assert settings["adapter"] == "facebn-safe" and settings["bn_layers"] == 3
+    assert set(SETTING_NAMES) <= set(settings)
+    for bad in ({"alpha_max": 1.5}, {"memory": 1}, {"prior": 0}, {"min_history": 500}):
+        with pytest.raises(ConfigError, match=next(iter(bad))):
+            SafeFaceBN(net, **bad)
+    with pytest.raises(RuntimeError, match="call the adapter"):
+        adapter.model(faces(2))
+    assert adapter(faces(2)[:0]).shape == (0, 16)
+
+
+def test_original_model_and_learned_weights_are_untouched(net):
+    before = {k: v.clone() for k, v in net.state_dict().items()}
+    adapter = warmed(net)
+    adapter(torch.full((2, 3, 12, 12), float("nan")), stream="cam")
+    with torch.inference_mode():
+        adapter(shifted(4, seed=3), stream="cam")
+    for k, v in net.state_dict().items():
+        assert torch.equal(v, before[k]), k
+    for k, v in adapter.model.state_dict().items():
+        assert torch.equal(v, before[k]), k
+
+
+@pytest.mark.data
+def test_dlib_resnet_bn_on_real_orl_faces(data_root):
+    try:
+        from aird.models.registry import get_model
+
+        teacher = get_model("dlib_resnet_bn")
+    except Exception as err:  # absent port, model file or statistics asset
+        pytest.skip(f"dlib_resnet_bn unavailable: {err}")
+    from aird.data.align import FaceAligner, align_settings_for
+    from aird.data.degrade import Degradation
+    from aird.data.images import load_rgb
+    from aird.models.embedder import faces_to_tensor
+
+    aligner = FaceAligner(align_settings_for("orl"))
+    paths = [data_root / "orl" / f"s{k}" / f"{i}.pgm" for k in (1, 2, 3, 4) for i in (1, 2, 3)]
+    chips = [aligner.align(load_rgb(p), p).chip for p in paths]
+    lr = Degradation(res=16, out_size=150)
+    x = faces_to_tensor(lr.batch(__import__("numpy").stack(chips), [str(p) for p in paths]))
+    off = make_adapter("off", teacher)
+    adapter = make_stream_adapter(teacher, min_faces=4, delay=0)
+    with torch.no_grad():
+        plain = off(x)
+    for _ in range(20):  # one person's frame, over and over, one at a time
+        adapter(x[:1], stream="door")
+    assert adapter.stream_info("door")["evidence"] == 1
+    torch.testing.assert_close(adapter(x, stream="door"), plain)  # nothing learnt yet from one face
+    adapter(torch.zeros_like(x[:2]), stream="door")
+    info = adapter.stream_info("door")
+    assert info["rejected_invalid"] == 2 and info["evidence"] >= 4
+    out = adapter(x, stream="door")
+    assert out.shape == (12, 128) and torch.isfinite(out).all()
