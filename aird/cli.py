@@ -116,7 +116,7 @@ def build_parser() -> argparse.ArgumentParser:
     ev.add_argument(
         "--adapt",
         default="off",
-        choices=["off", "facebn-batch", "facebn-ema", "adabn", "facebn-alpha", "tent"],
+        choices=["off", "facebn-safe", "facebn-batch", "facebn-ema", "adabn", "facebn-alpha", "tent"],
         help="test-time adaptation of the model's batch norm (FaceBN; docs/facebn.md)",
     )
     ev.add_argument("--momentum", type=_finite, default=0.1, help="facebn-ema: weight of each new batch")

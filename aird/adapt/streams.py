@@ -26,6 +26,8 @@ from aird.adapt.facebn import ADAPTERS, STATEFUL_MODES, FaceBN, make_adapter
 from aird.errors import ConfigError, DataError, ModelFileError
 from aird.io import atomic_path
 
+# What aird.load() and the service adapt with by default: "off" until the stream-safe mode
+# (aird.adapt.STREAM_DEFAULT) passes issue 12's bar; at one face per call facebn-ema loses 22 points on ORL.
 DEFAULT_STREAM_ADAPT = "off"
 STATE_FILE = "streams.pt"
 STATE_FORMAT = 1
