@@ -295,7 +295,7 @@ def _add_recognizer_verbs(sub) -> None:
     idf.add_argument(
         "--adapt",
         default="off",
-        choices=["off", "facebn-ema", "facebn-alpha", "facebn-batch"],
+        choices=["off", "facebn-safe", "facebn-ema", "facebn-alpha", "facebn-batch"],
         help="FaceBN mode of the --stream (default: off; at one face per batch facebn-ema loses 44 points on ORL, "
         "docs/recognizer.md). Probes are adapted in batches of 32 files",
     )

@@ -22,7 +22,7 @@ from typing import Any
 import torch
 from torch import nn
 
-from aird.adapt.facebn import ADAPTERS, STATEFUL_MODES, FaceBN, make_adapter
+from aird.adapt.facebn import ADAPTERS, STATEFUL_MODES, Adapter, make_adapter
 from aird.errors import ConfigError, DataError, ModelFileError
 from aird.io import atomic_path
 
@@ -46,6 +46,9 @@ class StreamInfo:
     # Mean over batch-norm channels of |adapted mean - training mean| / training std: how far the stream's
     # statistics have moved (0 when nothing is kept per stream, as in ``off``).
     shift: float
+    # The adapter's own account of the stream where it keeps one (facebn-safe: evidence, alpha, rejected
+    # inputs, resets); None otherwise.
+    details: dict[str, Any] | None = None
 
     def to_dict(self) -> dict[str, Any]:
         return asdict(self)
@@ -71,14 +74,19 @@ class StreamStates:
         self.fingerprint = fingerprint
         self.options = options
         # ``off`` needs no copy: the plain model in eval mode is exactly what it computes.
-        self.adapter: FaceBN | None = None if adapt == "off" else make_adapter(adapt, module, **options)
+        self.adapter: Adapter | None = None if adapt == "off" else make_adapter(adapt, module, **options)
         self._module = module
         self._counts: dict[str, dict[str, Any]] = {}
         self._lock = threading.Lock()
 
     @property
     def stateful(self) -> bool:
-        return self.adapter is not None and self.adapter.mode in STATEFUL_MODES
+        return self.adapter is not None and (self.adapter.mode in STATEFUL_MODES or self._reports_streams)
+
+    @property
+    def _reports_streams(self) -> bool:
+        # facebn-safe keeps its own per-stream state and describes it (stream_info); FaceBN modes do not.
+        return hasattr(self.adapter, "stream_info")
 
     def __call__(self, x: torch.Tensor, stream: str) -> torch.Tensor:
         """Embeddings of the batch ``x`` (N, 3, S, S) through ``stream``'s adaptation (updated first, in ema)."""
@@ -113,8 +121,15 @@ class StreamStates:
         check_stream_name(stream)
         with self._lock:
             count = self._counts.get(stream, {"faces": 0, "batches": 0, "updated": None})
+            details = self.adapter.stream_info(stream) if self.adapter is not None and self._reports_streams else None
             return StreamInfo(
-                stream, self._record_name(), count["faces"], count["batches"], count["updated"], self._shift(stream)
+                stream,
+                self._record_name(),
+                count["faces"],
+                count["batches"],
+                count["updated"],
+                self._shift(stream),
+                details,
             )
 
     def reset(self, stream: str | None = None) -> None:
@@ -182,7 +197,7 @@ class StreamStates:
         return self.settings()["adapter"]
 
     def _shift(self, stream: str) -> float:
-        if not self.stateful or stream not in self.adapter._streams:
+        if not self.stateful or self._reports_streams or stream not in self.adapter._streams:
             return 0.0
         shifts = []
         for name, (mean, _var) in self.adapter._streams[stream].items():

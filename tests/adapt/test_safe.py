@@ -338,3 +338,23 @@ def test_dlib_resnet_bn_on_real_orl_faces(data_root):
     assert info["rejected_invalid"] == 2 and info["evidence"] >= 4
     out = adapter(x, stream="door")
     assert out.shape == (12, 128) and torch.isfinite(out).all()
+
+
+def test_a_recognizers_stream_states_host_the_safe_mode_and_restore_it(net, tmp_path):
+    """aird.load(adapt="facebn-safe"): per-camera state is shown with the adapter's own account, saved and
+    restored across a restart, and other cameras stay untouched."""
+    from aird.adapt.streams import StreamStates
+
+    states = StreamStates(net, "facebn-safe", fingerprint="tiny", **SETTINGS)
+    assert states.stateful
+    for s in range(6):
+        states(shifted(8, seed=s), "gate-1")
+    info = states.show("gate-1")
+    assert info.adapt == "facebn-safe" and info.faces == 48 and info.details is not None
+    assert info.details["alpha"] > 0 and states.show("gate-2").details["alpha"] == 0
+    states.save(tmp_path)
+    restarted = StreamStates(source_net(), "facebn-safe", fingerprint="tiny", **SETTINGS)
+    assert restarted.load(tmp_path)
+    assert restarted.show("gate-1").details == info.details
+    x = shifted(4, seed=99)
+    assert torch.equal(restarted(x, "gate-1"), states(x, "gate-1"))
