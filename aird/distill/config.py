@@ -73,6 +73,36 @@ class DegradationConfig:
 
 
 @dataclass
+class BridgeConfig:
+    """Bridge distillation: a trained student teaches, on the same LR face, in place of the HR teacher.
+
+    ``student`` is a student file (or ``shipped``, the package's student). Each LR face is embedded by it
+    (up-sampled to its own input side) and that embedding is f_t for every loss term; the HR teacher still
+    gives the head C_t and the feature mean. Used to train a small native-LR network from the main student.
+    """
+
+    student: str | None = None
+
+    def __post_init__(self) -> None:
+        if self.student not in (None, "shipped"):
+            ok = str(self.student).endswith(".safetensors")
+            require("bridge.student", self.student, ok, "a student .safetensors file or 'shipped'")
+        self.path()  # a missing file fails at load, not after the training set is built
+
+    def path(self) -> Path | None:
+        if self.student is None:
+            return None
+        if self.student == "shipped":
+            from aird.models.shipped import default_student_path
+
+            return default_student_path()
+        path = Path(self.student)
+        if not path.is_file():
+            raise ConfigError(f"bridge.student: {path} not found; train it first (aird distill) or use 'shipped'")
+        return path
+
+
+@dataclass
 class HeadConfig:
     scale: float = 30.0
     margin: float = 0.2
@@ -141,6 +171,7 @@ class ExperimentConfig:
     data: DataConfig = field(default_factory=DataConfig)
     degradation: DegradationConfig = field(default_factory=DegradationConfig)
     head: HeadConfig = field(default_factory=HeadConfig)
+    bridge: BridgeConfig = field(default_factory=BridgeConfig)
     train: TrainConfig = field(default_factory=TrainConfig)
     eval: EvalSettings = field(default_factory=EvalSettings)
     out_dir: str | None = None  # default: runs/<name>-<split>

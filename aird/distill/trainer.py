@@ -8,6 +8,7 @@ a step boundary, so ``--resume`` continues exactly.
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import math
 import os
@@ -24,7 +25,7 @@ import torch.distributed as dist
 from torch import nn
 from tqdm.auto import tqdm
 
-from aird.data.degrade import stable_seed
+from aird.data.degrade import stable_seed, to_network_input
 from aird.distill.config import ExperimentConfig
 from aird.distill.data import TrainingSet
 from aird.distill.losses import DistillOutputs, WeightedLosses
@@ -164,7 +165,8 @@ def config_changes(saved: dict, now: dict) -> list[str]:
     """``train.lr: 0.003 in checkpoint, 0.01 now`` for each setting that differs. ``out_dir`` is left
     out: it says where a run lives, not what it trains, so a moved run directory still resumes."""
     a, b = _flat(saved), _flat(now)
-    keys = [k for k in dict.fromkeys([*a, *b]) if k != "out_dir"]
+    # A setting added after the checkpoint was made, left at its off value (None), changes nothing.
+    keys = [k for k in dict.fromkeys([*a, *b]) if k != "out_dir" and not (k not in a and b[k] is None)]
     return [
         f"{k}: {a.get(k, 'unset')!r} in checkpoint, {b.get(k, 'unset')!r} now" for k in keys if a.get(k) != b.get(k)
     ]
@@ -238,6 +240,9 @@ class Trainer:
             self.opt = torch.optim.AdamW(params, lr=t.lr, weight_decay=t.weight_decay)
         self.base_lrs = [g["lr"] for g in self.opt.param_groups]
         self.degradation = cfg.degradation.build(cfg.student.input_size, t.seed)
+        self.bridge = self._bridge_student()
+        if self.bridge is not None:  # native LR faces: each network resizes them to its own side
+            self.degradation = dataclasses.replace(self.degradation, up=None)
         self.steps_per_epoch = len(data) // t.batch_size
         if self.steps_per_epoch == 0:
             raise TrainingError(f"{len(data)} training faces are fewer than one batch of {t.batch_size}")
@@ -250,6 +255,16 @@ class Trainer:
         self.teacher = torch.from_numpy(data.teacher).float()
         self.teacher_flip = torch.from_numpy(data.teacher_flip).float()
         self.labels = torch.from_numpy(data.labels)
+
+    def _bridge_student(self) -> tuple[nn.Module, int] | None:
+        """The frozen student that gives f_t in bridge distillation, and the side it reads."""
+        path = self.cfg.bridge.path()
+        if path is None:
+            return None
+        from aird.models.student import load_student
+
+        model, meta = load_student(path)
+        return model.requires_grad_(False).eval().to(self.device), int(meta["input_size"])
 
     # -- state ---------------------------------------------------------------------------------
     def state(self) -> dict:
@@ -321,9 +336,24 @@ class Trainer:
                 [np.random.default_rng(stable_seed("flip", t.seed, epoch, int(i))).random() < 0.5 for i in idx]
             )
             chips = np.where(flips[:, None, None, None], chips[:, :, ::-1], chips)
-        lr = self.degradation.batch(chips, [f"{self.data.digests[i]}:{epoch}" for i in idx])
+        keys = [f"{self.data.digests[i]}:{epoch}" for i in idx]
+        if self.bridge is not None:  # native faces of several sides: a list, not one array
+            return self._bridge_batch([self.degradation(c, k) for c, k in zip(chips, keys)], self.labels[idx])
+        lr = self.degradation.batch(chips, keys)
         f_t = torch.where(torch.from_numpy(flips)[:, None], self.teacher_flip[idx], self.teacher[idx])
         return faces_to_tensor(lr), f_t, self.labels[idx]
+
+    @torch.no_grad()
+    def _bridge_batch(
+        self, lr: list[np.ndarray], labels: torch.Tensor
+    ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+        """Both networks read the same (already mirrored) LR faces, each at its own side."""
+        model, side = self.bridge
+        size = self.cfg.student.input_size
+        x_t = faces_to_tensor(np.stack([to_network_input(f, side) for f in lr])).to(self.device)
+        with torch.autocast(self.device.type, enabled=self.amp):
+            f_t = model(x_t).float().cpu()
+        return faces_to_tensor(np.stack([to_network_input(f, size) for f in lr])), f_t, labels
 
     def _update_queue(self, f_t: torch.Tensor) -> None:
         size = self.cfg.train.queue_size

@@ -14,7 +14,6 @@ from aird.errors import ModelFileError
 from aird.io import atomic_path
 from aird.models.registry import get_model
 
-
 # Stored weight types a student file may use; whatever is stored, the loaded module computes in float32.
 FLOAT_DTYPES = (torch.float32, torch.float16, torch.bfloat16)
 

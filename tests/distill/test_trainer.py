@@ -12,9 +12,9 @@ import pytest
 import torch
 
 sys.path.insert(0, str(Path(__file__).parent))
-from tiny import synthetic_set, tiny_config  # noqa: E402
+from tiny import synthetic_set, tiny_config, tiny_settings  # noqa: E402
 
-from aird.config import load_yaml  # noqa: E402
+from aird.config import from_dict, load_yaml  # noqa: E402
 from aird.data.align import align_settings_for  # noqa: E402
 from aird.data.chips import align_images  # noqa: E402
 from aird.data.lfw import LFW  # noqa: E402
@@ -229,3 +229,45 @@ def test_runs_in_subprocesses_report_which_run_failed(tmp_path):
     with pytest.raises(RuntimeError, match="training bad-A split A failed .*training bad-B split B failed"):
         run_in_subprocesses(cfgs, jobs=2, quiet=True)
     assert (tmp_path / "A" / "experiment.yaml").is_file()  # each process got its own config file
+
+
+def test_bridge_student_gives_f_t_of_the_same_lr_face_and_stays_frozen(tmp_path):
+    """Bridge distillation: the frozen bridge student's embedding of each LR face is the target f_t."""
+    from aird.data.degrade import to_network_input
+    from aird.models.embedder import faces_to_tensor
+    from aird.models.student import save_student
+
+    torch.manual_seed(1)
+    bridge = get_model("lr_light", input_size=20).eval()
+    bridge_file = tmp_path / "bridge.safetensors"
+    save_student(bridge_file, bridge, "lr_light", 20, method="aird", run="bridge")
+    settings = tiny_settings(tmp_path / "run", student={"model": "lr_resnet", "input_size": 16}, max_steps=2)
+    settings["bridge"] = {"student": str(bridge_file)}
+    trainer = make_trainer(from_dict(ExperimentConfig, settings), synthetic_set(), tmp_path / "run")
+    assert trainer.degradation.up is None  # native LR faces, each network resizes them itself
+
+    # Faces of two sides, as the training degradation draws them.
+    rng = np.random.default_rng(0)
+    faces = [rng.integers(0, 255, (s, s, 3), dtype=np.uint8) for s in (12, 16, 20, 8)]
+    x, f_t, _ = trainer._bridge_batch(faces, torch.zeros(4, dtype=torch.long))
+    assert torch.equal(x, faces_to_tensor(np.stack([to_network_input(f, 16) for f in faces])))
+    with torch.no_grad():
+        expected = bridge(faces_to_tensor(np.stack([to_network_input(f, 20) for f in faces])))
+    assert torch.allclose(f_t, expected, atol=1e-5)
+
+    # Training feeds the distiller exactly those pairs, and the bridge never changes.
+    before = {k: v.clone() for k, v in trainer.bridge[0].state_dict().items()}
+    batch0 = trainer._batch(0, 0)
+    seen = []
+    trainer.model.register_forward_pre_hook(lambda m, args: seen.append((args[0].clone(), args[1].clone())))
+    trainer.fit()
+    assert torch.equal(seen[0][0], batch0[0]) and torch.equal(seen[0][1], batch0[1])
+    for k, v in trainer.bridge[0].state_dict().items():
+        assert torch.equal(v, before[k]), k
+
+
+def test_bridge_to_a_missing_student_fails_at_load(tmp_path):
+    settings = tiny_settings(tmp_path, student={"model": "lr_resnet", "input_size": 16})
+    settings["bridge"] = {"student": str(tmp_path / "nope.safetensors")}
+    with pytest.raises(ConfigError, match="bridge.student.*not found"):
+        from_dict(ExperimentConfig, settings)
