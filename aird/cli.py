@@ -87,7 +87,8 @@ def build_parser() -> argparse.ArgumentParser:
         default="dlib_resnet",
         metavar="MODEL",
         help=f"one of {', '.join(model_names())} (dlib = dlib-bin itself; dlib_resnet = its PyTorch "
-        "port, same output, faster), a student .safetensors written by 'aird distill', or random:<name> "
+        "port, same output, faster), shipped or fast (the students that ship with aird), a student "
+        ".safetensors written by 'aird distill', or random:<name> "
         "for an architecture with untrained weights (a registry name without trained weights is an error)",
     )
     ev.add_argument("--benchmark", default="lfw", choices=["lfw", "orl"])
@@ -237,7 +238,8 @@ def _add_recognizer_verbs(sub) -> None:
             "--model",
             default=None,
             metavar="MODEL",
-            help="a student .safetensors (default: the shipped student), dlib_resnet (the teacher alone) or dlib_resnet_bn",
+            help="shipped (the default student), fast (the 16 px student, several times faster), a student "
+            ".safetensors, dlib_resnet (the teacher alone) or dlib_resnet_bn",
         )
         p.add_argument(
             "--upsample",
@@ -358,7 +360,8 @@ def _add_serve(sub) -> None:
         "--model",
         default=None,
         metavar="MODEL",
-        help="a student .safetensors (default: the shipped student), dlib_resnet or dlib_resnet_bn",
+        help="shipped (the default student), fast (the 16 px student, several times faster), a student "
+        ".safetensors, dlib_resnet or dlib_resnet_bn",
     )
     se.add_argument(
         "--data-dir",

@@ -1,8 +1,9 @@
-"""Package a finished run of configs/shipped.yaml into the student that ships with aird, or check one.
+"""Package a finished run of configs/shipped.yaml (or configs/fast.yaml) into a student that ships with aird.
 
     aird distill --config configs/shipped.yaml                        # trains runs/aird-shipped-all
     python benchmarks/shipped.py --run runs/aird-shipped-all          # package, calibrate, measure, document
     python benchmarks/shipped.py --run runs/aird-shipped-all --check  # is this run the shipped student?
+    python benchmarks/shipped.py --which fast --run runs/aird-fast-all  # the fast student (docs/fast.md)
 
 Packaging (1) stores the weights in float16 when that keeps LFW accuracy at 16 px (LR-LR and HR-LR, all
 6,000 pairs) within 0.1 point of float32, else in float32; (2) calibrates cosine thresholds at FAR 1e-2
@@ -39,7 +40,7 @@ from aird.eval.protocols import lfw_pairs
 from aird.eval.records import git_commit, load_records, markdown_table, write_records
 from aird.eval.runner import PAIR_MODES, EvalConfig, run_verification
 from aird.models.embedder import Embedder, TorchEmbedder, embed_chips
-from aird.models.shipped import BUILD_COMMAND, SHIPPED_NAME, SHIPPED_PATH, read_card
+from aird.models.shipped import BUILD_COMMAND, FAST_BUILD_COMMAND, FAST_PATH, SHIPPED_NAME, SHIPPED_PATH, read_card
 from aird.models.student import file_fingerprint, load_student, save_student
 from aird.models.teacher import DlibTeacher
 from aird.paths import data_root
@@ -51,7 +52,29 @@ CHECK_RES = 16  # the resolution of the float16 check and of the thresholds
 SHIPPED_RES = (16, 12)
 SIZE_GOAL_MB = 12.0
 THRESHOLD_MODES = ("lr-lr", "hr-lr", "hr-hr")
-ARCHITECTURES = {"dlib_resnet_bn": " (dlib's ResNet with batch norm restored, initialised from the teacher)"}
+ARCHITECTURES = {
+    "dlib_resnet_bn": " (dlib's ResNet with batch norm restored, initialised from the teacher)",
+    "lr_resnet": " (a small ResNet reading the LR face at 16 px, bridge-distilled from the shipped student)",
+}
+# What each shipped student is: its file, build command, page and records (docs/<page>.md, results/<page>.json).
+WHICH = {
+    "shipped": dict(
+        out=SHIPPED_PATH,
+        command=BUILD_COMMAND,
+        page="shipped",
+        config="configs/shipped.yaml",
+        run="runs/aird-shipped-all",
+        role="is the model `aird` uses when no `--model` is given (`aird compare`, the verbs, the service)",
+    ),
+    "fast": dict(
+        out=FAST_PATH,
+        command=FAST_BUILD_COMMAND,
+        page="fast",
+        config="configs/fast.yaml",
+        run="runs/aird-fast-all",
+        role='is the fast student: `--model fast` on the command line, `aird.load("fast")` in Python',
+    ),
+}
 HELD_OUT = "every person of LFW's pairs.txt (all 10 folds, split 'all'): all 6,000 pairs are a fair test"
 
 
@@ -142,7 +165,14 @@ def calibrate(student: Embedder, teacher: Embedder, root: Path, pairs_file: str 
 
 
 def make_card(
-    config: dict, data: dict, run_records: list[dict], meta: dict, calib: dict, check: dict, fingerprint: str
+    config: dict,
+    data: dict,
+    run_records: list[dict],
+    meta: dict,
+    calib: dict,
+    check: dict,
+    fingerprint: str,
+    command: str = BUILD_COMMAND,
 ) -> dict:
     fars = [far_label(f) for f in CALIBRATION_FARS]
     return {
@@ -173,13 +203,14 @@ def make_card(
         "fingerprint": fingerprint,
         "weights_dtype": check["weights_dtype"],
         "dtype_check": check,
-        "command": BUILD_COMMAND,
+        "bridge": (config.get("bridge") or {}).get("student"),
+        "command": command,
         "created": dt.date.today().isoformat(),
         "git_commit": git_commit(),
     }
 
 
-def card_page(card: dict, records: list[dict], out: Path, size_mb: float) -> str:
+def card_page(card: dict, records: list[dict], out: Path, size_mb: float, which: str = "shipped") -> str:
     """docs/shipped.md: the card as a page, the LFW tables and how to reproduce and check the file."""
     student = [r for r in records if r["method"] != "teacher"]
     pools = "; ".join(
@@ -193,16 +224,17 @@ def card_page(card: dict, records: list[dict], out: Path, size_mb: float) -> str
     except ValueError:
         shown = out
     lines = [
-        f"# The shipped student: `{card['name']}`\n",
-        f"`{shown}` ({size_mb:.1f} MB, {card['weights_dtype']}) is the model `aird` uses when no `--model` is "
-        "given (`aird compare`, the verbs, the service). Its card is in the file's metadata: "
-        "`aird.models.shipped.read_card(path)`.\n",
+        f"# The {which} student: `{card['name']}`\n",
+        f"`{shown}` ({size_mb:.1f} MB, {card['weights_dtype']}) {WHICH[which]['role']}. Its card is in the "
+        "file's metadata: `aird.models.shipped.read_card(path)`.\n",
         "| | |",
         "|---|---|",
         f"| architecture | `{card['architecture']}`{ARCHITECTURES.get(card['architecture'], '')} |",
         f"| input | {card['input']}; colour order {card['colour']} |",
         f"| trained for | LR faces of {', '.join(str(r) for r in card['trained_resolutions'])} px |",
-        f"| method | `{card['method']}` |",
+        f"| method | `{card['method']}`"
+        + (f", bridge-distilled from `{card['bridge']}`" if card.get("bridge") else "")
+        + " |",
         f"| training pools | {pools} (leak threshold {card.get('leak_threshold')}) |",
         f"| held out | {card['held_out']} |",
         f"| embedding space | the teacher's (`{card['gallery_model']}`): HR faces by the teacher, LR faces by "
@@ -210,9 +242,9 @@ def card_page(card: dict, records: list[dict], out: Path, size_mb: float) -> str
         f"| weights | {card['weights_dtype']}, fingerprint `{card['fingerprint']}` |",
         f"| created | {card['created']}, commit `{card.get('git_commit')}` |",
         "",
-        "## LFW verification: the shipped student beside the HR teacher\n",
+        f"## LFW verification: the {which} student beside the HR teacher\n",
         f"All {student[0]['n']:,} pairs, {len(student[0]['settings']['folds'])}-fold accuracy; hr-lr = the HR face "
-        "by the teacher, the LR face by the model (records: `results/shipped.json`).\n",
+        "by the teacher, the LR face by the model (records: `results/{WHICH[which]['page']}.json`).\n",
         markdown_table(records, ["model", "pairs"], "res", "accuracy", "{:.2%}"),
         "\nTAR at FAR = 1e-3:\n",
         markdown_table(records, ["model", "pairs"], "res", "tar@far=1e-3", "{:.2%}"),
@@ -239,9 +271,9 @@ def card_page(card: dict, records: list[dict], out: Path, size_mb: float) -> str
         f"{check['embedding_cosine']['min']:.6f}, mean {check['embedding_cosine']['mean']:.6f}.\n",
         "## Reproduce and check\n",
         "```bash",
-        "aird distill --config configs/shipped.yaml                        # train: about an hour on 2 cores",
-        "python benchmarks/shipped.py --run runs/aird-shipped-all          # package: the file, this page, records",
-        "python benchmarks/shipped.py --run runs/aird-shipped-all --check  # a fresh run against the shipped file",
+        f"aird distill --config {WHICH[which]['config']}   # train (the run's wall time is in its records)",
+        f"python benchmarks/shipped.py --which {which} --run {WHICH[which]['run']}          # package",
+        f"python benchmarks/shipped.py --which {which} --run {WHICH[which]['run']} --check  # check a fresh run",
         "```\n",
         "Training is deterministic for a seed, but bit-exact only on the same CPU model with the same thread "
         "count (floating-point sums run in another order elsewhere). The check reports the fingerprint match; on "
@@ -276,7 +308,7 @@ def package(args: argparse.Namespace, command: str) -> int:
         fingerprint = file_fingerprint(bare)
         packaged, _ = load_student(bare)
     calib = calibrate(TorchEmbedder(packaged, name, size), teacher, root, pairs_file, progress)
-    card = make_card(config, data, run_records, meta, calib, check, fingerprint)
+    card = make_card(config, data, run_records, meta, calib, check, fingerprint, WHICH[args.which]["command"])
     save_student(
         args.out,
         module,
@@ -300,11 +332,12 @@ def package(args: argparse.Namespace, command: str) -> int:
     for r in records:
         if r["method"] != "teacher":
             r["settings"].update(fingerprint=fingerprint, weights_dtype=card["weights_dtype"])
-    results = args.docs / "results" / "shipped.json"
+    page = WHICH[args.which]["page"]
+    results = args.docs / "results" / f"{page}.json"
     write_records(results, records, command, merge=False)
-    (args.docs / "shipped.md").write_text(card_page(card, records, args.out, size_mb))
+    (args.docs / f"{page}.md").write_text(card_page(card, records, args.out, size_mb, args.which))
     print(comparison_table(records))
-    print(f"records written to {results}; card page {args.docs / 'shipped.md'}")
+    print(f"records written to {results}; card page {args.docs / f'{page}.md'}")
     return 0
 
 
@@ -346,15 +379,19 @@ def check_run(args: argparse.Namespace) -> int:
 
 def main(argv: list[str] | None = None) -> int:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    ap.add_argument("--run", type=Path, required=True, help="a finished run of configs/shipped.yaml")
+    ap.add_argument(
+        "--which", choices=sorted(WHICH), default="shipped", help="which shipped student (default: %(default)s)"
+    )
+    ap.add_argument("--run", type=Path, required=True, help="a finished run of its config (configs/shipped.yaml)")
     ap.add_argument("--check", action="store_true", help="compare the run with the shipped file; write nothing")
-    ap.add_argument("--out", type=Path, default=SHIPPED_PATH, help="the shipped file (default: %(default)s)")
+    ap.add_argument("--out", type=Path, default=None, help="the shipped file (default: the --which student's)")
     ap.add_argument("--docs", type=Path, default=REPO / "docs", help="where shipped.md and results/ go")
     ap.add_argument("--pairs-file", type=Path, default=None, help="another pairs file (tests); default pairs.txt")
     ap.add_argument("--data-root", type=Path, default=None)
     ap.add_argument("--quiet", action="store_true")
     argv = sys.argv[1:] if argv is None else list(argv)
     args = ap.parse_args(argv)
+    args.out = args.out or WHICH[args.which]["out"]
     try:
         return check_run(args) if args.check else package(args, "python benchmarks/shipped.py " + shlex.join(argv))
     except AirdError as exc:

@@ -7,6 +7,7 @@ from pathlib import Path
 from aird.errors import ConfigError
 from aird.models.embedder import Embedder, TorchEmbedder, module_fingerprint
 from aird.models.registry import get_model, has_trained_weights, list_models
+from aird.models.shipped import SHIPPED_STUDENTS, shipped_student_path
 from aird.models.teacher import DlibTeacher
 
 # "dlib" is dlib-bin itself, not a torch module, so it sits beside the registry's names.
@@ -24,6 +25,7 @@ def load_embedder(name: str, batch_size: int = 64) -> Embedder:
     """An embedder by name; its ``method`` attribute says how its weights were obtained.
 
     - ``dlib``, ``dlib_resnet``, ``dlib_resnet_bn``: the teacher (dlib's trained weights), method ``teacher``.
+    - ``shipped``, ``fast``: the students that ship with aird (``aird/models/assets``), as their files.
     - ``<file>.safetensors`` written by ``aird distill``: named ``<run>@<weights fingerprint>`` and with
       the file's method (see :func:`aird.models.student.student_provenance`), so students of two runs or
       splits never share a name.
@@ -37,6 +39,8 @@ def load_embedder(name: str, batch_size: int = 64) -> Embedder:
         return OnnxEmbedder(name, batch_size)
     if name.endswith(".safetensors"):
         return _student(Path(name), batch_size)
+    if name in SHIPPED_STUDENTS:
+        return _student(shipped_student_path(name), batch_size)
     if name == "dlib":
         return DlibTeacher("dlib")
     if name == "dlib_resnet":

@@ -12,19 +12,35 @@ from pathlib import Path
 
 from aird.errors import ModelFileError
 
-SHIPPED_PATH = Path(__file__).resolve().parent / "assets" / "aird_shipped.safetensors"
+ASSETS = Path(__file__).resolve().parent / "assets"
+SHIPPED_PATH = ASSETS / "aird_shipped.safetensors"
 SHIPPED_NAME = "aird-shipped"
 BUILD_COMMAND = "aird distill --config configs/shipped.yaml && python benchmarks/shipped.py --run runs/aird-shipped-all"
+# The fast student (lr_resnet, 16 px), bridge-distilled from the shipped one: for many cameras on one CPU.
+FAST_PATH = ASSETS / "aird_fast.safetensors"
+FAST_BUILD_COMMAND = (
+    "aird distill --config configs/fast.yaml && python benchmarks/shipped.py --which fast --run runs/aird-fast-all"
+)
+# The students that ship, by the name users pass as a model ("shipped" is also the default).
+SHIPPED_STUDENTS = ("shipped", "fast")
 
 
 def default_student_path() -> Path:
     """The shipped student file; ModelFileError naming the command that builds it when it is absent."""
-    if not SHIPPED_PATH.is_file():
+    return shipped_student_path("shipped")
+
+
+def shipped_student_path(which: str = "shipped") -> Path:
+    """The file of a shipped student by name (``shipped``: the main one, ``fast``: the 16 px one)."""
+    if which not in SHIPPED_STUDENTS:
+        raise ModelFileError(f"no shipped student named {which!r}; the package ships {', '.join(SHIPPED_STUDENTS)}")
+    path, command = (SHIPPED_PATH, BUILD_COMMAND) if which == "shipped" else (FAST_PATH, FAST_BUILD_COMMAND)
+    if not path.is_file():
         raise ModelFileError(
-            f"{SHIPPED_PATH}: the shipped student is not in this checkout; build it with: {BUILD_COMMAND} "
+            f"{path}: the {which} student is not in this checkout; build it with: {command} "
             "(or pass --model with any student .safetensors written by 'aird distill')"
         )
-    return SHIPPED_PATH
+    return path
 
 
 def _metadata(path: Path) -> dict[str, str]:

@@ -18,6 +18,21 @@ def test_default_student_path_names_the_build_command_when_absent(tmp_path, monk
     assert default_student_path() == shipped.SHIPPED_PATH
 
 
+def test_students_that_ship_are_found_by_name(tmp_path, monkeypatch):
+    from aird.models.load import load_embedder
+    from aird.models.shipped import shipped_student_path
+
+    monkeypatch.setattr(shipped, "FAST_PATH", tmp_path / "assets" / "aird_fast.safetensors")
+    with pytest.raises(ModelFileError, match="fast student is not in this checkout.*configs/fast.yaml"):
+        shipped_student_path("fast")
+    save_student(shipped.FAST_PATH, get_model("lr_resnet"), "lr_resnet", 16, method="aird", run="aird-fast-all")
+    assert shipped_student_path("fast") == shipped.FAST_PATH
+    embedder = load_embedder("fast")
+    assert embedder.input_size == 16 and embedder.name.startswith("aird-fast-all@")
+    with pytest.raises(ModelFileError, match="no shipped student named 'quick'.*shipped, fast"):
+        shipped_student_path("quick")
+
+
 def test_shipped_path_is_package_data():
     assert shipped.SHIPPED_PATH.parent.name == "assets" and shipped.SHIPPED_PATH.suffix == ".safetensors"
     from pathlib import Path
