@@ -48,7 +48,7 @@ from aird.eval.compare import named_students, with_shipped
 from aird.eval.metrics import cosine_similarity
 from aird.eval.plots import plot_accuracy_speed
 from aird.eval.protocols import lfw_pairs
-from aird.eval.records import load_records, write_records
+from aird.eval.records import check_results_file, load_records, write_records
 from aird.eval.runner import EvalConfig, run_verification
 from aird.eval.speed import LATENCY_FACES, SPEED_BATCH, SPEED_REPEATS, SPEED_WARMUP, measure_speed
 from aird.models.embedder import Embedder
@@ -127,8 +127,9 @@ def onnx_models(students: list[Model], names: list[str], folder: Path, threads: 
 
 def speed_table(models: list[Model], speed: dict, main: str) -> str:
     ref = speed[main]["metrics"]["faces_per_s"]
+    batch = speed[main]["settings"]["batch_size"]
     lines = [
-        "| model | backend | input px | faces/s (batch 64) | x main | p50 ms (batch 1) |",
+        f"| model | backend | input px | faces/s (batch {batch}) | x main | p50 ms (batch 1) |",
         "|---|---|---:|---:|---:|---:|",
     ]
     for m in models:
@@ -189,6 +190,8 @@ def plot(records: list[dict], path: Path, speed_res: int, main: str, goal_speed:
 
 def run(args: argparse.Namespace, command: str) -> int:
     progress = not args.quiet
+    if not args.speed_only:
+        check_results_file(args.out / "students.json")  # an unwritable output fails now, not after the run
     root = data_root(args.data_root)
     pairs_file = str(args.pairs_file) if args.pairs_file else None
     teacher = DlibTeacher("torch", batch_size=args.batch)

@@ -134,7 +134,7 @@ def test_students_speed_only_with_the_shipped_student_by_default(bench_run, stud
     assert not (tmp_path / "none").exists()
 
 
-def test_students_errors(bench_run, capsys):
+def test_students_errors(bench_run, tmp_path, capsys):
     bench, _, argv = bench_run
     base = ["--no-shipped"] + argv[argv.index("--pairs-file") :]
     main_file = argv[argv.index("--student") + 1].split("=", 1)[1]
@@ -146,6 +146,9 @@ def test_students_errors(bench_run, capsys):
     assert "not found" in capsys.readouterr().err
     with pytest.raises(SystemExit):
         bench.main(["--student", main_file, "--res", "12", "--speed-res", "16"] + base)
+    (tmp_path / "students.json").mkdir()  # the results file cannot be written: said before any work
+    assert bench.main(["--student", main_file] + base + ["--out", str(tmp_path)]) == 2
+    assert "is a folder, not a results file" in capsys.readouterr().err
 
 
 def test_tsne(students, orl_root, tmp_path, capsys):
