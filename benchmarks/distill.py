@@ -16,11 +16,9 @@ import dataclasses
 import os
 import shlex
 import sys
-import time
 from pathlib import Path
 
 import numpy as np
-import torch
 
 from aird.data.align import align_settings_for
 from aird.data.chips import align_images
@@ -34,6 +32,7 @@ from aird.eval.metrics import kfold_accuracy, merged_verification_metrics
 from aird.eval.plots import plot_score_distributions
 from aird.eval.records import environment, load_records, make_record, markdown_table, write_records
 from aird.eval.runner import EvalConfig, run_verification
+from aird.eval.speed import measure_speed
 from aird.models.embedder import TorchEmbedder
 from aird.models.student import load_student
 from aird.models.teacher import DlibTeacher
@@ -60,23 +59,9 @@ def embedding_speed(student_file: Path, res: int, faces: int = 512) -> dict:
     chips = align_images(paths, align_settings_for("lfw"), progress=False)
     deg = Degradation(res=res, out_size=size, seed=0)
     lr = np.stack([deg(c, d) for c, d in zip(chips.chips, chips.digests)])
-    torch.set_num_threads(os.cpu_count() or 1)
     embedder = TorchEmbedder(student, "speed", size, batch_size=64)
-    embedder.embed(lr[:64])  # warm-up
-    start = time.perf_counter()
-    embedder.embed(lr)
-    batch64 = len(lr) / (time.perf_counter() - start)
-    single = []
-    for face in lr[:128]:
-        t = time.perf_counter()
-        embedder.embed(face[None])
-        single.append(time.perf_counter() - t)
-    return {
-        "faces_per_s": batch64,
-        "p50_ms": float(np.percentile(single, 50) * 1e3),
-        "p99_ms": float(np.percentile(single, 99) * 1e3),
-        "speed_threads": torch.get_num_threads(),
-    }
+    speed = measure_speed({"student": embedder}, lr, threads=os.cpu_count() or 1)["student"]
+    return {**speed["metrics"], "speed_threads": speed["settings"]["threads"]}
 
 
 def paired_table(records: list[dict], reference: str) -> str:

@@ -11,10 +11,11 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Sequence
 
+from aird.errors import ConfigError
 from aird.eval.runner import PAIR_MODES, EvalConfig, run_verification
 from aird.models.embedder import Embedder, TorchEmbedder
 from aird.models.export import OnnxEmbedder
-from aird.models.shipped import default_student_path, read_card
+from aird.models.shipped import SHIPPED_PATH, default_student_path, read_card
 from aird.models.student import load_student
 from aird.models.teacher import DlibTeacher
 
@@ -42,6 +43,38 @@ def load_student_embedder(path: str | Path | None = None, batch_size: int = 64) 
     name = card.get("name") or path.stem
     embedder = TorchEmbedder(module, name, int(meta["input_size"]), batch_size)
     return Student(embedder, path, card, card.get("method") or meta.get("method") or "student")
+
+
+def split_student_spec(spec: str) -> tuple[str | None, Path]:
+    """``NAME=PATH`` -> (NAME, PATH); ``PATH`` -> (None, PATH). A path that itself holds "=" is taken
+    whole unless what precedes the "=" is a plain name."""
+    name, sep, rest = spec.partition("=")
+    if sep and name and "/" not in name and not name.endswith((".safetensors", ".onnx")):
+        return name, Path(rest)
+    return None, Path(spec)
+
+
+def with_shipped(specs: Sequence[str]) -> list[str]:
+    """``specs`` with the shipped student first, unless one of them is the shipped file already."""
+    shipped = SHIPPED_PATH.resolve()
+    if any(split_student_spec(s)[1].resolve() == shipped for s in specs):
+        return list(specs)
+    return [str(SHIPPED_PATH), *specs]
+
+
+def named_students(specs: Sequence[str], batch_size: int = 64) -> dict[str, Student]:
+    """Student files given as ``NAME=PATH`` or ``PATH``, by name: ``NAME``, else the file's card name,
+    else its run folder (``runs/<run>/student.safetensors``) or file name. Two students may not share a
+    name (their records would merge)."""
+    out: dict[str, Student] = {}
+    for spec in specs:
+        name, path = split_student_spec(spec)
+        s = load_student_embedder(path, batch_size)
+        label = name or s.card.get("name") or (path.parent.name if path.name == "student.safetensors" else path.stem)
+        if label in out:
+            raise ConfigError(f"two students named {label!r} ({out[label].path} and {path}); name each: NAME=PATH")
+        out[label] = s
+    return out
 
 
 def compare_to_teacher(

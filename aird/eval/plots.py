@@ -124,3 +124,99 @@ def plot_layer_statistics(
     top.legend(fontsize=8)
     top.set_title(title)
     return _save(fig, path)
+
+
+def plot_accuracy_speed(
+    points: dict[str, tuple[float, float]],
+    path: str | Path,
+    title: str = "Accuracy against speed",
+    xlabel: str = "faces/s (log scale)",
+    ylabel: str = "accuracy",
+    min_speed: float | None = None,
+    min_accuracy: float | None = None,
+    min_accuracy_label: str | None = None,
+) -> Path:
+    """One labelled point per model (label -> (faces/s, accuracy as a fraction)) on a log speed axis;
+    ``min_speed`` / ``min_accuracy`` draw dashed goal lines (the region a model should reach)."""
+    if not points:
+        raise ValueError("no points to plot")
+    for label, (speed, acc) in points.items():
+        if not (math.isfinite(speed) and speed > 0 and math.isfinite(acc)):
+            raise ValueError(f"point {label!r}: faces/s must be positive and both values finite, got {(speed, acc)}")
+    fig = _figure(6.5, 4.5)
+    ax = fig.add_subplot()
+    speeds = [p[0] for p in points.values()] + ([min_speed] if min_speed else [])
+    markers = "os^vDP*Xh<>"
+
+    def below(label: str) -> bool:
+        # Of points at about the same speed, only the most accurate is labelled above, the rest below.
+        speed, acc = points[label]
+        near = [a for s, a in points.values() if abs(math.log10(s / speed)) < 0.25]
+        return acc < max(near)
+
+    for i, (label, (speed, acc)) in enumerate(points.items()):
+        ax.plot(speed, 100 * acc, markers[i % len(markers)], markersize=8, label=label)
+        ax.annotate(
+            label,
+            (speed, 100 * acc),
+            textcoords="offset points",
+            xytext=(6, -12 if below(label) else 5),
+            fontsize="small",
+        )
+    # Goal lines are named in the legend, where no point's label can cover them.
+    if min_speed:
+        ax.axvline(min_speed, color="grey", linestyle="--", linewidth=1, label=f"{min_speed:,.0f} faces/s")
+    if min_accuracy is not None:
+        ax.axhline(100 * min_accuracy, color="grey", linestyle=":", linewidth=1, label=min_accuracy_label)
+    ax.set_xscale("log")
+    # Room on the log axis keeps the labels of the extreme points inside the frame.
+    ax.set_xlim(min(speeds) / 2, max(speeds) * 3)
+    ax.set_xlabel(xlabel)
+    ax.set_ylabel(f"{ylabel} (%)")
+    ax.set_title(title)
+    ax.grid(True, which="both", alpha=0.3)
+    ax.legend(loc="best", fontsize="small")
+    return _save(fig, path)
+
+
+def plot_embedding_maps(
+    panels: dict[str, tuple[np.ndarray, Sequence]],
+    path: str | Path,
+    title: str = "Embeddings in two dimensions",
+) -> Path:
+    """One panel per model (name -> ((N, 2) coordinates, N class labels)), points coloured by class,
+    the classes in one shared legend (same colour for a class in every panel)."""
+    if not panels:
+        raise ValueError("no panels to plot")
+    classes: dict = {}
+    for name, (xy, labels) in panels.items():
+        xy = np.asarray(xy)
+        if xy.ndim != 2 or xy.shape[1] != 2 or len(xy) != len(labels) or not len(xy):
+            raise ValueError(f"panel {name!r}: expected (N, 2) coordinates and N labels, got {xy.shape}, {len(labels)}")
+        for c in labels:
+            classes.setdefault(c)
+    from matplotlib import colormaps
+
+    cmap = colormaps["tab10" if len(classes) <= 10 else "tab20"]
+    colour = {c: cmap(i % cmap.N) for i, c in enumerate(classes)}
+    cols = min(len(panels), 4)
+    rows = math.ceil(len(panels) / cols)
+    fig = _figure(3.6 * cols + 1.2, 3.4 * rows)
+    for i, (name, (xy, labels)) in enumerate(panels.items()):
+        xy = np.asarray(xy)
+        ax = fig.add_subplot(rows, cols, i + 1)
+        labels = list(labels)
+        for c in classes:
+            mask = np.array([label == c for label in labels])
+            if mask.any():
+                ax.scatter(xy[mask, 0], xy[mask, 1], s=18, color=colour[c], label=str(c))
+        ax.set_title(name, fontsize="medium")
+        ax.set_xticks([])
+        ax.set_yticks([])
+    legend: dict = {}
+    for ax in fig.axes:  # a class missing from one panel is still named once
+        for handle, name in zip(*ax.get_legend_handles_labels()):
+            legend.setdefault(name, handle)
+    fig.legend(list(legend.values()), list(legend), loc="outside right center", fontsize="small")
+    fig.suptitle(title)
+    return _save(fig, path)

@@ -45,3 +45,38 @@ def test_plot_errors(tmp_path):
     with pytest.raises(ValueError, match="not plotted"):
         plot_score_distributions({"a": scores(0)}, tmp_path / "b.png", thresholds={"b": 0.1})
     assert list(tmp_path.iterdir()) == []
+
+
+def test_plot_accuracy_speed_writes_png(tmp_path):
+    from aird.eval.plots import plot_accuracy_speed
+
+    path = tmp_path / "students.png"
+    points = {"teacher": (110.0, 0.87), "main": (105.0, 0.93), "fast": (5200.0, 0.92), "fast-onnx": (9000.0, 0.92)}
+    plot_accuracy_speed(points, path, min_speed=2000, min_accuracy=0.91, min_accuracy_label="main - 2 points")
+    assert_png(path)
+
+
+def test_plot_embedding_maps_writes_png(tmp_path):
+    from aird.eval.plots import plot_embedding_maps
+
+    rng = np.random.default_rng(0)
+    labels = [f"s{k}" for k in range(1, 11) for _ in range(10)]
+    panels = {name: (rng.normal(size=(100, 2)), labels) for name in ("teacher", "main", "fast")}
+    panels["part"] = (rng.normal(size=(3, 2)), ["s1", "s2", "s11"])  # a class only this panel has
+    path = tmp_path / "tsne.png"
+    plot_embedding_maps(panels, path, title="t-SNE")
+    assert_png(path)
+
+
+def test_accuracy_speed_and_map_errors(tmp_path):
+    from aird.eval.plots import plot_accuracy_speed, plot_embedding_maps
+
+    with pytest.raises(ValueError, match="no points"):
+        plot_accuracy_speed({}, tmp_path / "a.png")
+    with pytest.raises(ValueError, match="'slow'.*positive"):
+        plot_accuracy_speed({"slow": (0.0, 0.9)}, tmp_path / "a.png")
+    with pytest.raises(ValueError, match="no panels"):
+        plot_embedding_maps({}, tmp_path / "b.png")
+    with pytest.raises(ValueError, match="'x'.*N labels"):
+        plot_embedding_maps({"x": (np.zeros((4, 2)), ["a"] * 3)}, tmp_path / "b.png")
+    assert list(tmp_path.iterdir()) == []
