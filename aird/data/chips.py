@@ -3,6 +3,9 @@
 Each chip is stored as a small compressed ``.npz`` (chip, landmarks, detected) under
 ``<cache>/chips/<settings-hash>/<aa>/<content-hash>.npz``: the key is the hash of the image file's
 bytes, so renaming or moving a data set keeps its cache and editing an image invalidates it.
+
+An image is a file path, or an :class:`ImageRef` for one that is not a file of its own (a record of
+a RecordIO pack): it gives its content hash and its pixels, and ``str()`` names it.
 """
 
 from __future__ import annotations
@@ -12,7 +15,7 @@ import os
 from concurrent.futures import ProcessPoolExecutor
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Sequence
+from typing import Protocol, Sequence, runtime_checkable
 
 import numpy as np
 from tqdm.auto import tqdm
@@ -26,6 +29,22 @@ from aird.paths import cache_dir
 
 def file_digest(path: str | Path) -> str:
     return hashlib.sha1(Path(path).read_bytes()).hexdigest()
+
+
+@runtime_checkable
+class ImageRef(Protocol):
+    """An image that is not a file of its own (``aird.data.recordio.RecordImage``); hashable."""
+
+    def digest(self) -> str:
+        """sha1 of the encoded image bytes (what the image's own file would hash to)."""
+        ...
+
+    def load_rgb(self) -> np.ndarray:
+        """(H, W, 3) uint8 RGB, or DataError naming the image."""
+        ...
+
+
+ImageSource = Path | ImageRef
 
 
 class ChipCache:
@@ -53,7 +72,7 @@ ON_BAD_IMAGE = ("error", "skip")
 class SkippedImage:
     """An image left out of a run (``on_bad_image="skip"``) and why."""
 
-    path: Path
+    path: ImageSource
     reason: str
 
     def as_dict(self) -> dict[str, str]:
@@ -64,7 +83,7 @@ class SkippedImage:
 class ChipSet:
     """Aligned chips of a list of images, in the list's order (less any skipped image)."""
 
-    paths: list[Path]
+    paths: list[ImageSource]
     chips: np.ndarray  # (N, S, S, 3) uint8
     detected: np.ndarray  # (N,) bool
     digests: list[str]  # content hash of each source image: the sample's key everywhere
@@ -75,10 +94,10 @@ class ChipSet:
     def n_fallback(self) -> int:
         return int((~self.detected).sum())
 
-    def fallback_paths(self) -> list[Path]:
+    def fallback_paths(self) -> list[ImageSource]:
         return [p for p, d in zip(self.paths, self.detected) if not d]
 
-    def index(self) -> dict[Path, int]:
+    def index(self) -> dict[ImageSource, int]:
         """Row of each aligned image's path (skipped images have none)."""
         return {p: i for i, p in enumerate(self.paths)}
 
@@ -105,12 +124,13 @@ def _init_worker(settings: AlignSettings) -> None:
         _worker_aligner = FaceAligner(settings)
 
 
-def _align_one(path: Path) -> AlignedFace:
+def _align_one(path: ImageSource) -> AlignedFace:
     assert _worker_aligner is not None
-    return _worker_aligner.align(load_rgb(path), source=path)
+    image = load_rgb(path) if isinstance(path, Path) else path.load_rgb()
+    return _worker_aligner.align(image, source=str(path))
 
 
-def _align_or_skip(path: Path) -> AlignedFace | SkippedImage:
+def _align_or_skip(path: ImageSource) -> AlignedFace | SkippedImage:
     # Only DataError (an image the user can fix or drop) is skipped; anything else is a bug and stops the run.
     try:
         return _align_one(path)
@@ -118,15 +138,15 @@ def _align_or_skip(path: Path) -> AlignedFace | SkippedImage:
         return SkippedImage(path, exc.message)
 
 
-def _digest(path: Path) -> str:
+def _digest(path: ImageSource) -> str:
     try:
-        return file_digest(path)
-    except OSError:
-        return ""  # missing or unreadable: load_rgb says which, and the result is not cached
+        return file_digest(path) if isinstance(path, Path) else path.digest()
+    except (OSError, DataError):
+        return ""  # missing or unreadable: loading it says which, and the result is not cached
 
 
 def align_images(
-    paths: Sequence[str | Path],
+    paths: Sequence[str | Path | ImageRef],
     settings: AlignSettings | None = None,
     cache: ChipCache | None | bool = True,
     workers: int | None = None,
@@ -145,7 +165,7 @@ def align_images(
         raise ConfigError(f"on_bad_image must be one of {', '.join(ON_BAD_IMAGE)}, got {on_bad_image!r}")
     settings = settings or AlignSettings()
     store = ChipCache(settings) if cache is True else (cache or None)
-    paths = [Path(p) for p in paths]
+    paths = [Path(p) if isinstance(p, (str, os.PathLike)) else p for p in paths]  # the rest are ImageRefs
     digests = [_digest(p) for p in paths]
     memo_key = (str(store.root), on_bad_image, tuple(map(str, paths)), tuple(digests)) if cache is True else None
     if memo_key is not None and _last_set is not None and _last_set[0] == memo_key:

@@ -5,14 +5,16 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from aird.config import load_yaml, require
+from aird.config import from_dict, load_yaml, require
 from aird.data.degrade import RESOLUTIONS, Degradation
-from aird.distill.data import POOLS, SPLIT_TEST_FOLDS
+from aird.data.pools import BUILTIN_POOLS, POOL_KINDS, PoolSpec
+from aird.distill.data import SPLIT_TEST_FOLDS
 from aird.distill.losses import check_term
 from aird.distill.methods import method_terms
 from aird.errors import ConfigError
 from aird.eval.runner import PAIR_MODES
 from aird.models.registry import INPUT_SIZES, MODELS
+from aird.paths import default_data_root
 
 # Every section checks its own ranges and names when it is built, so a bad value fails at load,
 # before any data is aligned or any step is trained; each message names the key and its valid range.
@@ -37,15 +39,50 @@ class StudentConfig:
 class DataConfig:
     data_root: str | None = None  # default: $AIRD_DATA or ../shared/data
     split: str = "A"  # A: test folds 1-5, train on everyone else; B: test folds 6-10; all: folds 1-10
-    pools: list[str] = field(default_factory=lambda: ["lfw"])  # lfw, celeba, utkface
+    # Built-in names (lfw, celeba, utkface) and the user's own pools, e.g. {kind: identities, path: /x/casia,
+    # aligned: false} (aird.data.pools, docs/data.md). Each mapping is checked at load and kept with its
+    # path made absolute and its name filled in, so config.json says exactly what was read.
+    pools: list[PoolSpec | str] = field(default_factory=lambda: ["lfw"])
     leak_threshold: float = 0.95  # extra images this close (cosine) to a test person are dropped; 1: none
     flip: bool = True  # mirror HR/LR pairs, with the teacher's target of the mirrored chip
 
     def __post_init__(self) -> None:
         require("data.split", self.split, self.split in SPLIT_TEST_FOLDS, f"one of {list(SPLIT_TEST_FOLDS)}")
-        bad = [p for p in self.pools if p not in POOLS]
-        require("data.pools", self.pools, self.pools and not bad, f"a list of known pools {list(POOLS)}")
-        require("data.pools", self.pools, len(set(self.pools)) == len(self.pools), "a list without repeats")
+        require("data.pools", self.pools, bool(self.pools), "a non-empty list of pools")
+        root = Path(self.data_root).expanduser() if self.data_root else default_data_root()
+        pools: list[PoolSpec | str] = []
+        names: dict[str, int] = {}
+        paths: dict[str, int] = {}
+        for i, pool in enumerate(self.pools):
+            where = f"data.pools[{i}]"
+            if isinstance(pool, dict):  # built in Python rather than loaded from YAML
+                pool = from_dict(PoolSpec, pool, where)
+            if isinstance(pool, str):
+                require(
+                    where,
+                    pool,
+                    pool in BUILTIN_POOLS,
+                    f"a built-in pool {list(BUILTIN_POOLS)} or a mapping of your own "
+                    f"{{kind: {'|'.join(POOL_KINDS)}, path: <folder>, aligned: true|false}}",
+                )
+                name = pool
+            else:
+                pool = pool.checked(where, root)
+                name = pool.name
+                if pool.path in paths:
+                    raise ConfigError(
+                        f"{where}.path {pool.path} is also data.pools[{paths[pool.path]}]'s: list each pool once"
+                    )
+                paths[pool.path] = i
+            if name in names:
+                hint = "" if isinstance(pool, str) else "; set name: to tell them apart"
+                raise ConfigError(
+                    f"data.pools must be a list without repeats: data.pools[{names[name]}] and {where} are both "
+                    f"{name!r}{hint}"
+                )
+            names[name] = i
+            pools.append(pool)
+        self.pools = pools
         require("data.leak_threshold", self.leak_threshold, 0 < self.leak_threshold <= 1, "in (0, 1]")
 
 

@@ -1,28 +1,33 @@
 """The identity-disjoint training set of a split, with the frozen teacher's features cached.
 
 Split A tests on LFW folds 1-5, so it trains on every LFW image whose person is not in folds 1-5
-(split B likewise for folds 6-10; split "all" on no person of pairs.txt at all). Extra pools (CelebA, labelled; UTKFace, unlabelled) pass a leak
-filter first: an extra image whose teacher embedding is close to any image of a test person is dropped.
+(split B likewise for folds 6-10; split "all" on no person of pairs.txt at all). Extra pools (CelebA,
+labelled; UTKFace, unlabelled; the user's own, ``aird.data.pools``) pass a leak filter first: an extra
+image whose teacher embedding is close to any image of a test person is dropped.
 """
 
 from __future__ import annotations
 
+import os
 from dataclasses import dataclass, field
 from pathlib import Path
 
 import numpy as np
 
 from aird.data.align import align_settings_for
-from aird.data.chips import align_images
+from aird.data.chips import ImageSource, align_images
 from aird.data.extra import celeba_items, utkface_items
 from aird.data.lfw import LFW
-from aird.errors import ConfigError
+from aird.data.pools import BUILTIN_POOLS, PoolSpec, pool_items
+from aird.errors import ConfigError, DataError
 from aird.eval.metrics import similarity_matrix
 from aird.models.embedder import Embedder, embed_chips
 
 # "all" holds out every person of pairs.txt: the student that ships, fair on all 6,000 pairs.
 SPLIT_TEST_FOLDS = {"A": [1, 2, 3, 4, 5], "B": [6, 7, 8, 9, 10], "all": list(range(1, 11))}
-POOLS = ("lfw", "celeba", "utkface")
+# The training set keeps every HR chip in memory; a pool list that cannot fit is refused before any
+# image is aligned (a 5.8M-face pack needs about 390 GB), with the setting that makes it fit.
+MEMORY_SHARE = 0.8
 
 
 @dataclass
@@ -43,7 +48,9 @@ class TrainingSet:
         return len(self.identities)
 
 
-def _pool_items(root: Path, pool: str, split: str) -> tuple[list[Path], list[str | None]]:
+def _pool_items(root: Path, pool: str | PoolSpec, split: str) -> tuple[list[ImageSource], list[str | None]]:
+    if isinstance(pool, PoolSpec):
+        return pool_items(pool)
     if pool == "lfw":
         lfw = LFW(root)
         test_people = lfw.fold_identities(SPLIT_TEST_FOLDS[split])
@@ -54,7 +61,7 @@ def _pool_items(root: Path, pool: str, split: str) -> tuple[list[Path], list[str
     if pool == "utkface":
         paths = utkface_items(root)
         return paths, [None] * len(paths)
-    raise ConfigError(f"unknown training pool {pool!r}; choose from {list(POOLS)}")
+    raise ConfigError(f"unknown training pool {pool!r}; choose from {list(BUILTIN_POOLS)}")
 
 
 def embeddings_of_test_people(root: Path, split: str, teacher: Embedder, chip_size: int, progress: bool) -> np.ndarray:
@@ -76,37 +83,87 @@ def leak_filter(extra: np.ndarray, test: np.ndarray, threshold: float, chunk: in
     return nearest < threshold
 
 
+def memory_bytes() -> int:
+    """Physical memory of this machine (0 where the OS does not say)."""
+    try:
+        return os.sysconf("SC_PAGE_SIZE") * os.sysconf("SC_PHYS_PAGES")
+    except (ValueError, OSError, AttributeError):
+        return 0
+
+
+def check_fits_in_memory(counts: dict[str, int], chip_size: int) -> None:
+    """DataError when the chips of every listed image would not fit in memory, naming the largest pool."""
+    need = sum(counts.values()) * chip_size * chip_size * 3
+    have = memory_bytes()
+    if have and need > MEMORY_SHARE * have:
+        largest = max(counts, key=counts.__getitem__)
+        raise DataError(
+            f"the training pools list {sum(counts.values()):,} images, whose {chip_size} px chips need "
+            f"{need / 1e9:.0f} GB of memory, more than {MEMORY_SHARE:.0%} of this machine's {have / 1e9:.0f} GB "
+            f"(the largest pool, {largest!r}, lists {counts[largest]:,})",
+            None,
+            "set max_images: on the largest pools (docs/data.md)",
+        )
+
+
 def build_training_set(
     root: Path,
     split: str,
     teacher: Embedder,
-    pools: list[str] | tuple[str, ...] = ("lfw",),
+    pools: list[str | PoolSpec] | tuple[str | PoolSpec, ...] = ("lfw",),
     leak_threshold: float = 0.95,
     chip_size: int = 150,
     progress: bool = True,
 ) -> TrainingSet:
+    """The split's training set from ``pools``: built-in names or ``PoolSpec``s (checked again here, so a
+    spec built in code is validated too). Every pool but LFW passes the leak filter."""
     if split not in SPLIT_TEST_FOLDS:
         raise ConfigError(f"unknown split {split!r}; choose from {sorted(SPLIT_TEST_FOLDS)}")
     report: dict = {"split": split, "test_folds": SPLIT_TEST_FOLDS[split], "pools": {}}
+    pools = [p.checked(f"pools[{i}]", root) if isinstance(p, PoolSpec) else p for i, p in enumerate(pools)]
+    pool_names = [_pool_name(pool) for pool in pools]
+    if len(set(pool_names)) != len(pool_names):
+        raise ConfigError(f"pools {pool_names} name a pool twice: give each pool its own name")
+    # Every pool is listed before any is aligned, so a pool list too large for memory fails in seconds.
+    listed = {name: _pool_items(root, pool, split) for name, pool in zip(pool_names, pools)}
+    check_fits_in_memory({name: len(items[0]) for name, items in listed.items()}, chip_size)
     test_emb = None
     parts = []
-    for pool in pools:
-        paths, names = _pool_items(root, pool, split)
-        chips = align_images(paths, align_settings_for(pool, chip_size), progress=progress, desc=f"aligning {pool}")
-        f_t = embed_chips(teacher, chips, None, progress, desc=f"teacher on {pool}")
-        keep = np.ones(len(paths), dtype=bool)
+    for name, pool in zip(pool_names, pools):
+        paths, names = listed[name]
+        custom = isinstance(pool, PoolSpec)
+        # a pool of the user's photos falls back to LFW's box (a face central in the photo) where none is found
+        settings = align_settings_for("lfw" if custom else name, chip_size, aligned=custom and bool(pool.aligned))
+        chips = align_images(
+            paths,
+            settings,
+            progress=progress,
+            desc=f"aligning {name}",
+            on_bad_image=pool.on_bad_image if custom else "error",
+        )
+        if chips.skipped:  # the kept images' labels, in the chips' order
+            label_of = dict(zip(paths, names))
+            names = [label_of[p] for p in chips.paths]
+        f_t = embed_chips(teacher, chips, None, progress, desc=f"teacher on {name}")
+        keep = np.ones(len(chips.paths), dtype=bool)
         if pool != "lfw":
             if test_emb is None:
                 test_emb = embeddings_of_test_people(root, split, teacher, chip_size, progress)
             keep = leak_filter(f_t, test_emb, leak_threshold)
-        report["pools"][pool] = {
-            "images": len(paths),
-            "kept": int(keep.sum()),
-            "dropped_by_leak_filter": int((~keep).sum()),
-            "no_face_detected": chips.n_fallback,
-        }
+        entry: dict = {"kind": pool.kind, "path": pool.path, "aligned": pool.aligned} if custom else {}
+        entry.update(
+            images=len(paths),
+            kept=int(keep.sum()),
+            dropped_by_leak_filter=int((~keep).sum()),
+            no_face_detected=chips.n_fallback,
+        )
+        if custom:
+            entry["skipped"] = len(chips.skipped)
+            if chips.skipped:
+                entry["skipped_images"] = [s.as_dict() for s in chips.skipped[:20]]  # the first 20
+        report["pools"][name] = entry
         idx = np.flatnonzero(keep)
-        f_flip = embed_chips(teacher, chips, None, progress, desc=f"teacher on mirrored {pool}", flip=True)
+        f_flip = embed_chips(teacher, chips, None, progress, desc=f"teacher on mirrored {name}", flip=True)
         parts.append(
             (chips.chips[idx], [names[i] for i in idx], [chips.digests[i] for i in idx], f_t[idx], f_flip[idx])
         )
@@ -128,3 +185,7 @@ def build_training_set(
         identities=identities,
         report=report,
     )
+
+
+def _pool_name(pool: str | PoolSpec) -> str:
+    return pool.name if isinstance(pool, PoolSpec) else pool

@@ -53,7 +53,7 @@ BAD = [
     ("eval", "res", [16, 5], r"eval.res must be a list of resolutions from \[8, 12, 16"),
     ("eval", "res", [], "eval.res must be a list of resolutions"),
     ("eval", "pairs", ["lr-hr"], r"eval.pairs must be a list of pair modes from \['lr-lr', 'hr-lr'\]"),
-    ("data", "pools", ["lfw", "imdb"], r"data.pools must be a list of known pools \['lfw', 'celeba', 'utkface'\]"),
+    ("data", "pools", ["lfw", "imdb"], r"data.pools\[1\] must be a built-in pool \['lfw', 'celeba', 'utkface'\]"),
     ("data", "pools", ["lfw", "lfw"], "data.pools must be a list without repeats"),
     ("data", "leak_threshold", 1.5, r"data.leak_threshold must be in \(0, 1\]"),
     ("degradation", "blur_sigma", [0.0, float("nan")], r"degradation.blur_sigma\[1\]: must be a finite number"),
