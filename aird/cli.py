@@ -16,6 +16,7 @@ EPILOG = """examples:
   aird compare                                       the shipped student vs the HR teacher on LFW, 16 and 12 px
   aird eval --benchmark lfw --res 16                 LFW 10-fold verification, both faces at 16x16 px
   aird eval --benchmark lfw --res 16 --pairs hr-lr   HR gallery face vs 16 px probe face
+  aird eval --res 16 --crop jittered                 probes cut from jittered detector boxes, not aligned chips
   aird eval --benchmark lfw --res hr                 the teacher on HR chips (150x150)
   aird eval --benchmark orl --res 12                 ORL identification: HR gallery, 12 px probes
   aird eval --model dlib --folds 1-2 --res 16        dlib-bin itself on 1,200 pairs
@@ -114,6 +115,28 @@ def build_parser() -> argparse.ArgumentParser:
     ev.add_argument("--jpeg", type=int, default=None, help="JPEG quality applied to the LR face")
     ev.add_argument("--grayscale", action="store_true", help="capture shift: a monochrome camera")
     ev.add_argument("--gamma", type=_finite, default=1.0, help="capture shift: gamma > 1 darkens (low light)")
+    ev.add_argument(
+        "--crop",
+        default="aligned",
+        choices=["aligned", "detector", "jittered"],
+        help="probe faces from the aligned chip (default), or cut from the detector's box in the original photo "
+        "as a camera pipeline cuts them: as it is (detector) or jittered per image (docs/evaluation.md)",
+    )
+    ev.add_argument(
+        "--jitter-shift",
+        type=_finite,
+        default=None,
+        help="--crop jittered: box centre shift, fraction of its side (0.1)",
+    )
+    ev.add_argument(
+        "--jitter-scale",
+        type=_finite,
+        nargs=2,
+        default=None,
+        metavar=("LOW", "HIGH"),
+        help="--crop jittered: range of the box side's scale factor (0.9 1.1)",
+    )
+    ev.add_argument("--jitter-rotate", type=_finite, default=None, help="--crop jittered: box roll, degrees (10)")
     ev.add_argument(
         "--adapt",
         default="off",
@@ -650,6 +673,26 @@ def _file_stem(text: str) -> str:
     return re.sub(r"[^A-Za-z0-9._@-]+", "_", text)
 
 
+def _crop_jitter(args: argparse.Namespace):
+    """The --jitter-* options over the default crop jitter; refused without --crop jittered."""
+    from aird.data.crops import DEFAULT_CROP_JITTER
+    from aird.data.jitter import Jitter
+    from aird.errors import ConfigError
+
+    given = {
+        "shift": args.jitter_shift,
+        "scale": tuple(args.jitter_scale) if args.jitter_scale else None,
+        "rotate": args.jitter_rotate,
+    }
+    given = {k: v for k, v in given.items() if v is not None}
+    if given and args.crop != "jittered":
+        raise AirdError(f"--jitter-{next(iter(given))} applies to --crop jittered only; add --crop jittered")
+    try:
+        return Jitter(**{**DEFAULT_CROP_JITTER.settings(), **given})
+    except ConfigError as exc:
+        raise ConfigError(str(exc).replace("jitter.", "--jitter-", 1)) from None
+
+
 def cmd_eval(args: argparse.Namespace) -> int:
     from aird.eval.records import check_results_file, write_records
     from aird.eval.runner import EvalConfig, run_identification, run_verification
@@ -685,6 +728,8 @@ def cmd_eval(args: argparse.Namespace) -> int:
         method=method,
         adapt=args.adapt,
         on_bad_image=args.on_bad_image,
+        crop=args.crop,
+        crop_jitter=_crop_jitter(args),
     )
     progress = not args.quiet
     if task == "verification":
@@ -702,6 +747,15 @@ def cmd_eval(args: argparse.Namespace) -> int:
     for key, value in rec["metrics"].items():
         print(f"  {key:<16} {value:.4f}")
     print(f"  no face detected in {align['no_face_detected']} of {align['images']} images (fallback box used)")
+    crop = settings["crop"]
+    if crop["condition"] != "aligned":
+        j = crop["jitter"]
+        how = (
+            f"jittered (shift {j['shift']}, scale {j['scale']}, rotate {j['rotate']} deg, seed {crop['seed']})"
+            if crop["condition"] == "jittered"
+            else "as detected"
+        )
+        print(f"  probes cut from detector boxes, {how}; fallback box for {crop['fallback_boxes']} images")
     skipped = settings["skipped_images"]
     if skipped:
         dropped = settings.get("pairs_dropped", settings.get("probes_dropped"))

@@ -107,20 +107,31 @@ class FaceAligner:
         x0, y0 = cx * w - s / 2, cy * h - s / 2
         return self._dlib.rectangle(int(round(x0)), int(round(y0)), int(round(x0 + s)), int(round(y0 + s)))
 
+    def _face_rect(self, image: np.ndarray, source: str | Path):
+        """The detector's box of the subject (or the fallback box), and whether the detector found it."""
+        h, w = image.shape[:2]
+        rects = list(self._detector(image, self.settings.upsample))
+        if rects:
+            # Curated face sets centre the subject; a bystander is off-centre.
+            rect = min(rects, key=lambda r: (r.center().x - w / 2) ** 2 + (r.center().y - h / 2) ** 2 - r.area())
+            return rect, True
+        if self.settings.on_missing == "error":
+            raise DataError("no face found", source, "use a photo with a visible frontal face of at least ~40 px")
+        return self._fallback_rect(h, w), False
+
+    def face_box(self, image: np.ndarray, source: str | Path = "<array>") -> tuple[tuple[int, int, int, int], bool]:
+        """The box ``align`` starts from: (left, top, right, bottom), inclusive, in the source image, and
+        whether the detector found it (False: the fallback box)."""
+        if image.dtype != np.uint8 or image.ndim != 3 or image.shape[2] != 3:
+            raise DataError(f"expected an (H, W, 3) uint8 RGB image, got {image.dtype} {image.shape}", source)
+        rect, detected = self._face_rect(np.ascontiguousarray(image), source)
+        return (rect.left(), rect.top(), rect.right(), rect.bottom()), detected
+
     def align(self, image: np.ndarray, source: str | Path = "<array>") -> AlignedFace:
         if image.dtype != np.uint8 or image.ndim != 3 or image.shape[2] != 3:
             raise DataError(f"expected an (H, W, 3) uint8 RGB image, got {image.dtype} {image.shape}", source)
         image = np.ascontiguousarray(image)
-        h, w = image.shape[:2]
-        rects = list(self._detector(image, self.settings.upsample))
-        detected = bool(rects)
-        if detected:
-            # Curated face sets centre the subject; a bystander is off-centre.
-            rect = min(rects, key=lambda r: (r.center().x - w / 2) ** 2 + (r.center().y - h / 2) ** 2 - r.area())
-        elif self.settings.on_missing == "error":
-            raise DataError("no face found", source, "use a photo with a visible frontal face of at least ~40 px")
-        else:
-            rect = self._fallback_rect(h, w)
+        rect, detected = self._face_rect(image, source)
         shape = self._predictor(image, rect)
         landmarks = np.array([[p.x, p.y] for p in shape.parts()], dtype=np.float32)
         chip = self._dlib.get_face_chip(image, shape, size=self.settings.size, padding=self.settings.padding)

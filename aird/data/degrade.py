@@ -1,7 +1,7 @@
 """Low-resolution synthesis: the one degradation used by training and evaluation alike.
 
-HR chip --(optional Gaussian blur)--> down-sample to R x R --(optional grayscale, gamma, noise, JPEG)--> LR face
---(optional up-sampling)--> network input. Every random choice is drawn from a generator seeded
+HR chip --(optional box jitter, Gaussian blur)--> down-sample to R x R --(optional grayscale, gamma, noise,
+JPEG)--> LR face --(optional up-sampling)--> network input. Every random choice is drawn from a generator seeded
 by (seed, sample key), so a face degrades the same way in every run, process and batch order.
 """
 
@@ -15,6 +15,7 @@ from typing import Sequence
 import cv2
 import numpy as np
 
+from aird.data.jitter import Jitter, jitter_chip
 from aird.errors import ConfigError
 
 RESOLUTIONS = (8, 12, 16, 20, 24, 32)
@@ -49,8 +50,10 @@ class Degradation:
 
     ``res`` and ``down`` take one value (fixed) or several (one drawn per sample); ``blur_sigma``
     (HR pixels), ``noise_std`` (grey levels at LR) and ``jpeg_quality`` take a value or a [low, high]
-    range drawn per sample. ``up`` re-samples the R x R face to ``out_size`` (default: the HR chip's
-    size) so a network built for HR input can read it; ``up=None`` keeps the native R x R face.
+    range drawn per sample. ``jitter`` first re-frames the HR chip as a detector's box would differ from
+    the 5-point alignment (:class:`aird.data.jitter.Jitter`, or a mapping of its fields, so that
+    ``Degradation(**d.settings())`` rebuilds ``d``). ``up`` re-samples the R x R face to ``out_size``
+    (default: the HR chip's size) so a network built for HR input can read it; ``up=None`` keeps the native R x R face.
     """
 
     res: int | tuple[int, ...] = 16
@@ -62,6 +65,7 @@ class Degradation:
     jpeg_quality: int | tuple[int, int] | None = None
     grayscale: bool = False  # capture shift: a monochrome camera
     gamma: float = 1.0  # capture shift: > 1 darkens mid-tones (low light), I' = 255 (I / 255) ** gamma
+    jitter: Jitter | None = None
     seed: int = 0
     _resolutions: tuple[int, ...] = field(init=False, repr=False, compare=False)
     _downs: tuple[str, ...] = field(init=False, repr=False, compare=False)
@@ -87,36 +91,49 @@ class Degradation:
             raise ConfigError(f"gamma must be a positive finite number, got {self.gamma}")
         if self.out_size is not None and self.out_size < 1:
             raise ConfigError(f"out_size must be positive, got {self.out_size}")
+        jitter = Jitter(**self.jitter) if isinstance(self.jitter, dict) else self.jitter
+        if jitter is not None and not isinstance(jitter, Jitter):
+            raise ConfigError(f"jitter must be a Jitter, a mapping of its fields or None, got {jitter!r}")
+        # A jitter that moves nothing is no jitter: same faces, so the same cache key.
+        object.__setattr__(self, "jitter", None if jitter is None or jitter.is_identity else jitter)
         object.__setattr__(self, "_resolutions", res)
         object.__setattr__(self, "_downs", downs)
 
     def settings(self) -> dict:
         """Plain settings for result records and cache keys."""
         d = asdict(self)
+        d["jitter"] = self.jitter.settings() if self.jitter is not None else None
         return {k: (list(v) if isinstance(v, tuple) else v) for k, v in d.items() if not k.startswith("_")}
 
     def key(self) -> str:
         # Capture shifts at their no-op values stay out of the key, so caches made before they
         # existed remain valid.
-        noop = {"grayscale": False, "gamma": 1.0}
+        noop = {"grayscale": False, "gamma": 1.0, "jitter": None}
         items = {k: v for k, v in self.settings().items() if not (k in noop and v == noop[k])}
         return hashlib.sha1(repr(sorted(items.items())).encode()).hexdigest()[:12]
 
     def __call__(self, chip: np.ndarray, key: object) -> np.ndarray:
         """Degrade one (H, W, 3) uint8 chip; ``key`` names the sample (and epoch, if it should vary)."""
-        return self._degrade(chip, np.random.default_rng(stable_seed(self.seed, key)))
+        # The jitter draws from a generator of its own, so switching it on leaves every other draw of
+        # the sample (resolution, interpolation, blur, noise, JPEG) as it was.
+        jitter_rng = None if self.jitter is None else np.random.default_rng(stable_seed(self.seed, "jitter", key))
+        return self._degrade(chip, np.random.default_rng(stable_seed(self.seed, key)), jitter_rng)
 
     def batch(self, chips: np.ndarray, keys: Sequence[object]) -> np.ndarray:
         if len(chips) != len(keys):
             raise ValueError(f"{len(chips)} chips but {len(keys)} keys")
         return np.stack([self(c, k) for c, k in zip(chips, keys)]) if len(chips) else chips.copy()
 
-    def _degrade(self, chip: np.ndarray, rng: np.random.Generator) -> np.ndarray:
+    def _degrade(
+        self, chip: np.ndarray, rng: np.random.Generator, jitter_rng: np.random.Generator | None = None
+    ) -> np.ndarray:
         if chip.dtype != np.uint8 or chip.ndim != 3:
             raise ValueError(f"expected an (H, W, C) uint8 chip, got {chip.dtype} {chip.shape}")
         res = int(rng.choice(self._resolutions))
         down = self._downs[int(rng.integers(len(self._downs)))]
         image = chip
+        if jitter_rng is not None:
+            image = jitter_chip(image, self.jitter, jitter_rng)
         sigma = rng.uniform(*_range(self.blur_sigma, "blur_sigma"))
         if sigma > 0:
             image = cv2.GaussianBlur(image, (0, 0), sigmaX=sigma)

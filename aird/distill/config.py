@@ -7,6 +7,7 @@ from pathlib import Path
 
 from aird.config import from_dict, load_yaml, require
 from aird.data.degrade import RESOLUTIONS, Degradation
+from aird.data.jitter import Jitter
 from aird.data.pools import BUILTIN_POOLS, POOL_KINDS, PoolSpec
 from aird.distill.data import SPLIT_TEST_FOLDS
 from aird.distill.losses import check_term
@@ -87,6 +88,24 @@ class DataConfig:
 
 
 @dataclass
+class JitterConfig:
+    """Box jitter of the HR chip before LR synthesis (``aird.data.jitter.Jitter``), drawn per sample."""
+
+    shift: float = 0.0  # the crop's centre moves up to this fraction of its side, along x and along y
+    scale: list[float] = field(default_factory=lambda: [1.0, 1.0])  # [low, high] factor on the crop's side
+    rotate: float = 0.0  # degrees, either way
+
+    def __post_init__(self) -> None:
+        try:
+            self.build()
+        except ConfigError as exc:
+            raise ConfigError(f"degradation.{exc}") from None
+
+    def build(self) -> Jitter:
+        return Jitter(self.shift, tuple(self.scale), self.rotate)
+
+
+@dataclass
 class DegradationConfig:
     """Training LR synthesis: lists are drawn from per sample, [low, high] ranges likewise."""
 
@@ -95,6 +114,7 @@ class DegradationConfig:
     blur_sigma: list[float] = field(default_factory=lambda: [0.0, 0.0])
     noise_std: list[float] = field(default_factory=lambda: [0.0, 0.0])
     jpeg_quality: list[int] | None = None
+    jitter: JitterConfig | None = None  # off unless given: a detector's misframing of the face
 
     def build(self, out_size: int, seed: int) -> Degradation:
         return Degradation(
@@ -105,6 +125,7 @@ class DegradationConfig:
             blur_sigma=tuple(self.blur_sigma),
             noise_std=tuple(self.noise_std),
             jpeg_quality=tuple(self.jpeg_quality) if self.jpeg_quality else None,
+            jitter=self.jitter.build() if self.jitter else None,
             seed=seed,
         )
 

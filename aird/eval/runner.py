@@ -11,12 +11,14 @@ import numpy as np
 
 from aird.data.align import align_settings_for
 from aird.data.chips import ChipSet, SkippedImage, align_images
+from aird.data.crops import DEFAULT_CROP_JITTER, DetectorCrop, crop_condition, face_boxes
 from aird.data.degrade import Degradation
+from aird.data.jitter import Jitter
 from aird.errors import ConfigError, DataError
 from aird.eval.metrics import cosine_similarity, identification_metrics, similarity_matrix, verification_metrics
 from aird.eval.protocols import lfw_identification, lfw_pairs, orl_identification
 from aird.eval.records import environment, make_record
-from aird.models.embedder import Embedder, embed_chips
+from aird.models.embedder import Embedder, embed_cached, embed_chips
 from aird.paths import data_root as resolve_data_root
 
 PAIR_MODES = ("lr-lr", "hr-lr")
@@ -42,6 +44,12 @@ def _check_folds(folds: np.ndarray, skipped: list[SkippedImage] | None = None) -
 
 def _method(embedder: Embedder, cfg: EvalConfig) -> str:
     return cfg.method or getattr(embedder, "method", None) or "unknown"
+
+
+def benchmark_name(benchmark: str, cfg: EvalConfig) -> str:
+    """``lfw``, or ``lfw-crop:<condition>`` when the probes are not aligned chips: another condition is
+    another benchmark, so its records never replace the aligned ones in a results file."""
+    return benchmark if cfg.crop == "aligned" else f"{benchmark}-crop:{cfg.crop}"
 
 
 def split_name(folds: list[int]) -> str:
@@ -75,6 +83,14 @@ class EvalConfig:
     n_unknown: int = 1000
     pairs_file: str | None = None  # another pairs file in LFW's format (default: the data root's pairs.txt)
     on_bad_image: str = "error"  # or "skip": leave unreadable images (and their pairs / probes) out, listed
+    # "aligned": LR faces from the aligned chip; "detector": the probe side is cut from the detector's box
+    # in the original photo (aird.data.crops); "jittered": from that box jittered per image by
+    # ``crop_jitter``, drawn from ``seed``.
+    crop: str = "aligned"
+    crop_jitter: Jitter = DEFAULT_CROP_JITTER
+
+    def crop_condition(self) -> DetectorCrop | None:
+        return crop_condition(self.crop, self.crop_jitter, self.seed)
 
     def degradation(self) -> Degradation | None:
         if self.res is None:
@@ -102,12 +118,34 @@ class EvalResult:
     threshold: float | None = None
 
 
-def _settings(embedder: Embedder, cfg: EvalConfig, chips: ChipSet, root: Path, started: float, extra: dict) -> dict:
+def _probe_embeddings(
+    embedder: Embedder, chips: ChipSet, deg: Degradation | None, cfg: EvalConfig, progress: bool, desc: str
+) -> tuple[np.ndarray, dict]:
+    """Embeddings of the probe side (LR, or HR when ``deg`` is None) under ``cfg.crop``, and the crop's
+    settings for the record."""
+    crop = cfg.crop_condition()
+    if crop is None:
+        return embed_chips(embedder, chips, deg, progress, desc=desc), {"condition": "aligned"}
+    boxes = face_boxes(chips, progress=progress)
+    transform = f"crop-{crop.key()}-align-{chips.settings.key()}-" + ("hr" if deg is None else f"lr-{deg.key()}")
+
+    def make_faces(idx: list[int]) -> np.ndarray:
+        hr = crop.crops(chips, boxes, idx)
+        return hr if deg is None else deg.batch(hr, [chips.digests[i] for i in idx])
+
+    emb = embed_cached(embedder, chips.digests, make_faces, transform, progress=progress, desc=f"{desc}, {cfg.crop}")
+    return emb, {**crop.settings(), "boxes_detected": int(boxes.detected.sum()), "fallback_boxes": boxes.n_fallback}
+
+
+def _settings(
+    embedder: Embedder, cfg: EvalConfig, chips: ChipSet, root: Path, started: float, crop: dict, extra: dict
+) -> dict:
     deg = cfg.degradation()
     return {
         "model_fingerprint": embedder.fingerprint(),
         "adaptation": embedder.settings() if hasattr(embedder, "settings") else {"adapter": "off"},
         "degradation": deg.settings() if deg else None,
+        "crop": crop,
         "alignment": {**asdict(chips.settings), "images": len(chips.paths), "no_face_detected": chips.n_fallback},
         "on_bad_image": cfg.on_bad_image,
         "skipped_images": [s.as_dict() for s in chips.skipped],
@@ -134,7 +172,8 @@ def run_verification(
     if cfg.pairs not in PAIR_MODES:
         raise ValueError(f"unknown pair mode {cfg.pairs!r}; choose from {list(PAIR_MODES)}")
     started = time.time()
-    deg = cfg.degradation()  # checks every degradation setting before any work
+    deg = cfg.degradation()  # checks every degradation and crop setting before any work
+    cfg.crop_condition()
     root = resolve_data_root(root)
     pairs = lfw_pairs(root, cfg.folds, cfg.pairs_file)
     _check_folds(pairs.fold)
@@ -149,8 +188,9 @@ def run_verification(
     folds = sorted(set(pairs.fold.tolist()))
     left = np.array([index[p] for p in pairs.left])
     right = np.array([index[p] for p in pairs.right])
-    probe = embed_chips(embedder, chips, deg, progress, desc=f"embedding {cfg.res or 'HR'} px")
+    probe, crop = _probe_embeddings(embedder, chips, deg, cfg, progress, desc=f"embedding {cfg.res or 'HR'} px")
     hr_model = gallery_embedder or embedder
+    # hr-lr: the gallery side is the enrolment photo, aligned, whatever the probes' crop.
     gallery = (
         probe if (deg is None or cfg.pairs == "lr-lr") else embed_chips(hr_model, chips, None, progress, "embedding HR")
     )
@@ -159,7 +199,7 @@ def run_verification(
     metrics = verification_metrics(scores, labels, pairs.fold)
     threshold = metrics.pop("threshold_mean", None)
     record = make_record(
-        benchmark="lfw",
+        benchmark=benchmark_name("lfw", cfg),
         task="verification",
         model=embedder.name,
         method=_method(embedder, cfg),
@@ -175,6 +215,7 @@ def run_verification(
             chips,
             root,
             started,
+            crop,
             {
                 "folds": folds,
                 "gallery_model": hr_model.name if cfg.pairs == "hr-lr" else None,
@@ -198,7 +239,8 @@ def run_identification(
 ) -> EvalResult:
     """Closed-set CMC (and open-set DIR where the protocol has unknown probes): HR gallery, LR probes."""
     started = time.time()
-    deg = cfg.degradation()  # checks every degradation setting before any work
+    deg = cfg.degradation()  # checks every degradation and crop setting before any work
+    cfg.crop_condition()
     root = resolve_data_root(root)
     if benchmark == "lfw":
         split = lfw_identification(root, n_unknown=cfg.n_unknown, seed=cfg.seed)
@@ -220,13 +262,16 @@ def run_identification(
     labels = np.array(split.labels)
     hr_model = gallery_embedder or embedder
     hr = embed_chips(hr_model, chips, None, progress, desc="embedding HR")
-    lr = hr if deg is None else embed_chips(embedder, chips, deg, progress, desc=f"embedding {cfg.res} px")
+    if deg is None and cfg.crop_condition() is None:
+        lr, crop = hr, {"condition": "aligned"}
+    else:
+        lr, crop = _probe_embeddings(embedder, chips, deg, cfg, progress, desc=f"embedding {cfg.res or 'HR'} px")
     gallery = hr[split.gallery]
     sim_known = similarity_matrix(lr[split.probes], gallery)
     sim_unknown = similarity_matrix(lr[split.unknown], gallery) if len(split.unknown) else None
     metrics = identification_metrics(sim_known, labels[split.probes], labels[split.gallery], sim_unknown)
     record = make_record(
-        benchmark=benchmark,
+        benchmark=benchmark_name(benchmark, cfg),
         task="identification",
         model=embedder.name,
         method=_method(embedder, cfg),
@@ -242,6 +287,7 @@ def run_identification(
             chips,
             root,
             started,
+            crop,
             {
                 "protocol": split.describe(),
                 "gallery_model": hr_model.name,
