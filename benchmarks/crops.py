@@ -55,6 +55,12 @@ def _models(args: argparse.Namespace, teacher: DlibTeacher) -> list[tuple[object
         models.append((s.embedder, s.method, extra))
     if not models:
         raise AirdError("no model left to evaluate: drop --no-teacher or --no-shipped, or add --student PATH")
+    names = [m[0].name for m in models]
+    twice = sorted({n for n in names if names.count(n) > 1})
+    if twice:
+        raise AirdError(
+            f"two models are named {twice[0]!r}: their records would replace each other; give each a model card name"
+        )
     return models
 
 

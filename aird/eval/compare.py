@@ -16,7 +16,7 @@ from aird.eval.runner import PAIR_MODES, EvalConfig, run_verification
 from aird.models.embedder import Embedder, TorchEmbedder
 from aird.models.export import OnnxEmbedder
 from aird.models.shipped import SHIPPED_PATH, default_student_path, read_card
-from aird.models.student import load_student
+from aird.models.student import load_student, student_provenance
 from aird.models.teacher import DlibTeacher
 
 COMPARE_RES = (16, 12)
@@ -40,7 +40,9 @@ def load_student_embedder(path: str | Path | None = None, batch_size: int = 64) 
         return Student(graph, path, graph.card, graph.card.get("method") or "student")
     module, meta = load_student(path)
     card = read_card(path)
-    name = card.get("name") or path.stem
+    # Not the file's stem: every run's file is "student.safetensors", and two students of one name
+    # would replace each other's records.
+    name = card.get("name") or student_provenance(path, meta)[0]
     embedder = TorchEmbedder(module, name, int(meta["input_size"]), batch_size)
     return Student(embedder, path, card, card.get("method") or meta.get("method") or "student")
 
