@@ -61,13 +61,14 @@ def test_compare_cli_on_real_pairs(data_root, tmp_path, capsys, monkeypatch):
     assert len(cells) == 8 and doc["command"].startswith("aird compare")
     for res in (16, 12):
         for mode in ("lr-lr", "hr-lr"):
-            teacher, student = cells["dlib_resnet", res, mode], cells["student", res, mode]
+            # named by its run (folder), not by the file's stem that every run's student shares
+            teacher, student = cells["dlib_resnet", res, mode], cells["run", res, mode]
             assert teacher["method"] == "teacher" and student["method"] == "student"
             assert teacher["n"] == student["n"] == 16 and student["split"] == "custom:pairs_small.txt"
             assert student["settings"]["degradation"]["out_size"] == 150
     # hr-lr: the student's HR side is the teacher, as deployed.
-    assert cells["student", 16, "hr-lr"]["settings"]["gallery_model"] == "dlib_resnet"
-    assert cells["student", 16, "hr-lr"]["settings"]["student_file"].endswith("student.safetensors")
+    assert cells["run", 16, "hr-lr"]["settings"]["gallery_model"] == "dlib_resnet"
+    assert cells["run", 16, "hr-lr"]["settings"]["student_file"].endswith("student.safetensors")
     # The same student exported to ONNX: the other backend gives the same figures.
     graph = tmp_path / "student.onnx"
     assert main(["export", "--model", str(run / "student.safetensors"), "--out", str(graph)]) == 0
@@ -76,7 +77,7 @@ def test_compare_cli_on_real_pairs(data_root, tmp_path, capsys, monkeypatch):
     assert main(base + onnx_args) == 0
     (rec,) = [r for r in json.loads(onnx_out.read_text())["records"] if r["model"] == "student"]
     assert rec["settings"]["model_fingerprint"].startswith("student-onnx-")
-    assert rec["metrics"]["accuracy"] == cells["student", 16, "hr-lr"]["metrics"]["accuracy"]
+    assert rec["metrics"]["accuracy"] == cells["run", 16, "hr-lr"]["metrics"]["accuracy"]
     # A missing student is one clear line.
     assert main(["compare", "--model", str(tmp_path / "none.safetensors"), "--quiet"]) == 2
     assert "not found" in capsys.readouterr().err

@@ -178,9 +178,9 @@ def test_crops_benchmark_on_a_few_pairs(data_root, tmp_path, cache, capsys, monk
         assert r["benchmark"] == ("lfw" if condition == "aligned" else f"lfw-crop:{condition}")
         assert r["n"] == 16 and r["res"] == 16
         assert r["settings"]["gallery_model"] == ("dlib_resnet" if mode == "hr-lr" else None)
-    assert cells["student", "hr-lr", "jittered"]["settings"]["student_file"] == str(student)
+    assert cells["run", "hr-lr", "jittered"]["settings"]["student_file"] == str(student)
     table = (tmp_path / "crops.md").read_text()
-    assert "| dlib_resnet | lr-lr | 16 | custom:pairs.txt |" in table and "| student | hr-lr | 16 |" in table
+    assert "| dlib_resnet | lr-lr | 16 | custom:pairs.txt |" in table and "| run | hr-lr | 16 |" in table
     assert "accuracy detector" in table and "up to 0.1 of its side" in table
     assert "| dlib_resnet | hr-lr | 16 |" in capsys.readouterr().out
 
