@@ -10,7 +10,8 @@ and the memory's, weighted by how many distinct faces the memory holds:
 - it joins the memory only ``delay`` frames later, so a burst of one person never normalises itself;
 - a face whose embedding is close to a face already in memory (the same person, a near-duplicate
   frame) is merged into that slot instead of taking a new one, so a burst of one person counts once;
-- ``alpha = alpha_max * K / (K + prior)`` for the K distinct faces in memory (0 below ``min_faces``);
+- ``alpha = alpha_max * K / (K + prior)`` for the K distinct faces in memory (0 below ``min_faces``), in
+  the middle layers only (``skip`` .. ``depth`` of the way through the network);
 - non-finite and constant (black, blank) frames, and faces whose statistics lie far outside the
   memory's, are rejected: they are embedded, but never enter the memory;
 - when most of the recent faces are such outliers the input distribution has jumped: the memory is
@@ -39,6 +40,7 @@ COUNTERS = ("seen", "accepted", "merged", "rejected_invalid", "rejected_outlier"
 SETTINGS = (
     "prior",
     "alpha_max",
+    "skip",
     "depth",
     "min_faces",
     "memory",
@@ -99,8 +101,9 @@ class SafeFaceBN:
         self,
         model: nn.Module,
         prior: float = 16.0,
-        alpha_max: float = 0.2,
-        depth: float = 0.5,
+        alpha_max: float = 0.3,
+        skip: float = 0.25,
+        depth: float = 0.75,
         min_faces: int = 8,
         memory: int = 64,
         delay: int = 16,
@@ -115,7 +118,8 @@ class SafeFaceBN:
         checks = {
             "prior": prior > 0,
             "alpha_max": 0.0 <= alpha_max <= 1.0,
-            "depth": 0.0 < depth <= 1.0,
+            "skip": 0.0 <= skip < 1.0,
+            "depth": skip < depth <= 1.0,
             "min_faces": min_faces >= 2,
             "memory": memory >= min_faces,
             "delay": delay >= 0,
@@ -131,7 +135,7 @@ class SafeFaceBN:
         if bad:
             raise ConfigError(f"{NAME}: setting {bad[0]}={locals()[bad[0]]!r} is out of range (docs/facebn.md)")
         self.prior, self.alpha_max, self.same_face = float(prior), float(alpha_max), float(same_face)
-        self.depth = float(depth)
+        self.skip, self.depth = float(skip), float(depth)
         self.outlier_z, self.jump_fraction = float(outlier_z), float(jump_fraction)
         self.min_faces, self.memory, self.delay, self.member_cap = (
             int(min_faces),
@@ -154,10 +158,13 @@ class SafeFaceBN:
                 torch.cat([bn.running_var.float() for bn in self.layers.values()]),
             ]
         )
-        # Only the first ``depth`` of the layers (in the order the model registers them: the forward order of
-        # a plain network) adapt; the deeper ones keep their training statistics (docs/facebn.md, "depth").
-        adapted = max(1, int(self.depth * len(sizes) + 0.5))
-        self._adapted = torch.cat([torch.full((s,), float(i < adapted)) for i, s in enumerate(sizes)]).to(device)
+        # Only the layers from ``skip`` to ``depth`` of the way through (in the order the model registers them:
+        # the forward order of a plain network) adapt; the shallowest and the deepest keep their training
+        # statistics (docs/facebn.md, "skip" and "depth": on the shipped student the shallowest layers' adaptation
+        # cost points under low light and sensor noise, the deepest layers' under a drifting shift).
+        first = min(int(self.skip * len(sizes) + 0.5), len(sizes) - 1)
+        stop = max(first + 1, int(self.depth * len(sizes) + 0.5))
+        self._adapted = torch.cat([torch.full((s,), float(first <= i < stop)) for i, s in enumerate(sizes)]).to(device)
         # Each layer weighs the same in a face's shift score, whatever its width.
         self._layer_weight = torch.cat([torch.full((s,), 1.0 / (s * len(sizes))) for s in sizes]).to(device)
         self._eps = torch.cat([torch.full((s,), float(bn.eps)) for s, bn in zip(sizes, self.layers.values())]).to(

@@ -12,7 +12,8 @@ from aird.adapt.safe import SETTINGS as SETTING_NAMES
 from aird.errors import ConfigError
 
 # Small enough that the toy's embeddings of distinct faces never look like near-duplicates by accident.
-SETTINGS = {"same_face": 0.97, "min_faces": 4, "prior": 8.0, "memory": 32, "min_history": 8}
+# The toy has 3 BN layers: skip 0 and depth 0.5 adapt the first two, whose target statistics the tests know.
+SETTINGS = {"same_face": 0.97, "min_faces": 4, "prior": 8.0, "memory": 32, "min_history": 8, "skip": 0.0, "depth": 0.5}
 
 
 def faces(n: int, shift: float = 0.0, scale: float = 1.0, seed: int = 1) -> torch.Tensor:
@@ -102,6 +103,49 @@ def test_it_adapts_toward_the_target_statistics_with_enough_distinct_faces(net):
     assert torch.equal(mixed[:, adapter._slices["8"]], adapter._source[:, adapter._slices["8"]])
     full = warmed(net, n_batches=8, depth=1.0)
     assert not torch.equal(full._streams["cam"].mixed[:, full._slices["8"]], full._source[:, full._slices["8"]])
+
+
+def deep_net(layers: int = 8) -> nn.Module:
+    """A stack of conv + BN blocks: enough BN layers to tell which of them adapt."""
+    torch.manual_seed(3)
+    blocks = [nn.Conv2d(3, 8, 3, padding=1), nn.BatchNorm2d(8, momentum=None), nn.ReLU()]
+    for _ in range(layers - 1):
+        blocks += [nn.Conv2d(8, 8, 3, padding=1), nn.BatchNorm2d(8, momentum=None), nn.ReLU()]
+    net = nn.Sequential(*blocks, nn.Flatten(), nn.Linear(8 * 12 * 12, 16)).train()
+    with torch.no_grad():
+        for s in range(4):
+            net(faces(64, seed=1000 + s))
+    return net.eval()
+
+
+def adapted_layers(adapter: SafeFaceBN, stream: str = "cam") -> list[int]:
+    mixed = adapter._streams[stream].mixed
+    return [i for i, sl in enumerate(adapter._slices.values()) if not torch.equal(mixed[:, sl], adapter._source[:, sl])]
+
+
+@pytest.mark.parametrize(
+    ("skip", "depth", "expected"),
+    [(0.0, 0.5, [0, 1, 2, 3]), (0.25, 0.75, [2, 3, 4, 5]), (0.5, 1.0, [4, 5, 6, 7]), (0.9, 1.0, [7])],
+)
+def test_only_the_layers_between_skip_and_depth_adapt(skip, depth, expected):
+    # The shallowest `skip` of the BN layers and those past `depth` keep their training statistics
+    # (on the shipped student the first quarter's adaptation cost points under low light: docs/facebn.md).
+    # Outlier rejection off: it resets this random toy's stream, and only which layers adapt matters here.
+    adapter = SafeFaceBN(deep_net(8), **{**SETTINGS, "skip": skip, "depth": depth, "outlier_z": 1e6})
+    for s in range(6):
+        adapter(shifted(8, seed=s), stream="cam")
+    assert adapter.stream_info("cam")["alpha"] > 0
+    assert adapted_layers(adapter) == expected
+
+
+def test_the_default_layers_are_the_middle_ones():
+    adapter = SafeFaceBN(
+        deep_net(8), **{k: v for k, v in SETTINGS.items() if k not in ("skip", "depth")}, outlier_z=1e6
+    )
+    assert (adapter.skip, adapter.depth) == (0.25, 0.75)
+    for s in range(6):
+        adapter(shifted(8, seed=s), stream="cam")
+    assert adapted_layers(adapter) == [2, 3, 4, 5]
 
 
 def test_little_evidence_is_exactly_off_and_a_batch_never_normalises_itself(net):
@@ -287,9 +331,11 @@ def test_registry_settings_and_the_stream_default(net):
     settings = make_adapter("facebn-safe", net).settings()
     assert settings["adapter"] == "facebn-safe" and settings["bn_layers"] == 3
     assert set(SETTING_NAMES) <= set(settings)
-    for bad in ({"alpha_max": 1.5}, {"memory": 1}, {"prior": 0}, {"min_history": 500}):
+    for bad in ({"alpha_max": 1.5}, {"memory": 1}, {"prior": 0}, {"min_history": 500}, {"skip": 1.0}):
         with pytest.raises(ConfigError, match=next(iter(bad))):
             SafeFaceBN(net, **bad)
+    with pytest.raises(ConfigError, match="depth"):  # nothing left to adapt between skip and depth
+        SafeFaceBN(net, skip=0.5, depth=0.5)
     with pytest.raises(RuntimeError, match="call the adapter"):
         adapter.model(faces(2))
     assert adapter(faces(2)[:0]).shape == (0, 16)
