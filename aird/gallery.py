@@ -284,10 +284,7 @@ class GalleryStore:
             # isolation_level=None: transactions are ours (BEGIN IMMEDIATE ... COMMIT), never implicit.
             conn = sqlite3.connect(self.path, timeout=BUSY_TIMEOUT_S, isolation_level=None, check_same_thread=False)
             try:
-                conn.execute("PRAGMA journal_mode=WAL")
-                conn.execute("PRAGMA synchronous=FULL")  # a returned enrolment is on disk, power loss included
-                conn.execute("PRAGMA foreign_keys=ON")
-                self._init_schema(conn)
+                self._setup(conn)
             except sqlite3.DatabaseError as exc:
                 conn.close()
                 raise GalleryError(
@@ -298,6 +295,24 @@ class GalleryStore:
                 raise
             self._conn = conn
             return conn
+
+    def _setup(self, conn: sqlite3.Connection) -> None:
+        # Two processes opening a new file at once: switching it to WAL can fail at once with "database is
+        # locked" (SQLite does not wait on the busy timeout there), so that step is retried until the timeout.
+        deadline = time.monotonic() + BUSY_TIMEOUT_S
+        while True:
+            try:
+                conn.execute("PRAGMA journal_mode=WAL")
+                conn.execute("PRAGMA synchronous=FULL")  # a returned enrolment is on disk, power loss included
+                conn.execute("PRAGMA foreign_keys=ON")
+                self._init_schema(conn)
+                return
+            except sqlite3.OperationalError as exc:
+                if "locked" not in str(exc) or time.monotonic() > deadline:
+                    raise
+                if conn.in_transaction:
+                    conn.execute("ROLLBACK")
+                time.sleep(0.05)
 
     def close(self) -> None:
         with self._lock:
