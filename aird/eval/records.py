@@ -184,15 +184,18 @@ def check_results_file(path: str | Path) -> None:
     check_writable_folder(path.parent, "folder for the results file", "choose another results file (--out)")
 
 
-def write_records(path: str | Path, records: Iterable[dict], command: str, merge: bool = True) -> list[dict]:
+def write_records(
+    path: str | Path, records: Iterable[dict], command: str, merge: bool = True, top: dict | None = None
+) -> list[dict]:
     """Write records atomically; with ``merge``, keep the file's other records and replace same-key ones.
 
     The read-merge-write holds an inter-process lock on ``path`` (``aird.io.locked``), so concurrent
     writers (parallel benchmarks, two ``aird eval`` runs) all land. Records keep the file's order,
     replaced ones in place and new ones appended. Because a merged file mixes runs, each new record
     also keeps ``command`` in ``settings["command"]`` unless set; the file's top-level ``command`` is
-    the latest. A file that exists but is not a valid results file is an error, never overwritten.
-    Returns the records written.
+    the latest. Other top-level keys of the file are kept, and ``top`` sets some in the same locked
+    write (a separate read-modify-write would race other writers and drop their records). A file that
+    exists but is not a valid results file is an error, never overwritten. Returns the records written.
     """
     if not isinstance(command, str) or not command:
         raise ValueError("command must be the non-empty command line that reproduces these records")
@@ -210,8 +213,15 @@ def write_records(path: str | Path, records: Iterable[dict], command: str, merge
         merged = {identity(r): r for r in load_records(path)} if merge and path.exists() else {}
         merged.update(zip(keys, new))
         out = list(merged.values())
-        write_json(path, {"records": out, "command": command})
+        kept = _top_level(path) if merge and path.exists() else {}
+        write_json(path, {**kept, **(top or {}), "records": out, "command": command})
     return out
+
+
+def _top_level(path: Path) -> dict:
+    """The file's top-level keys other than its records and command (already checked by load_records)."""
+    data = json.loads(path.read_text(encoding="utf-8"))
+    return {k: v for k, v in data.items() if k not in ("records", "command")}
 
 
 def _column_order(values: list) -> list:

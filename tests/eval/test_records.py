@@ -177,6 +177,15 @@ def test_merge_key_covers_every_identity_field(tmp_path):
     assert records[0]["n"] == 10 and all(r["n"] == 6000 for r in records[1:])
 
 
+def test_merge_keeps_top_level_keys_and_sets_new_ones(tmp_path):
+    path = tmp_path / "r.json"
+    write_records(path, [rec(method="none")], "cmd1", top={"default_adapt": "off", "note": "kept"})
+    write_records(path, [rec(method="kd")], "cmd2", top={"default_adapt": "facebn-safe"})
+    data = json.loads(path.read_text())
+    assert data["default_adapt"] == "facebn-safe" and data["note"] == "kept" and data["command"] == "cmd2"
+    assert sorted(r["method"] for r in data["records"]) == ["kd", "none"]
+
+
 def test_write_without_merge_replaces_the_file(tmp_path):
     path = tmp_path / "r.json"
     write_records(path, [rec(method="none"), rec(method="kd")], "a")
