@@ -20,7 +20,10 @@ A student trained on LFW's split ``all`` (people of pairs.txt held out) is evalu
 trained on split A or B is not (its training people appear in the other split's folds).
 
 ``--onnx NAME`` also exports that student to ONNX and measures it on onnxruntime (same threads) as a
-point of its own (model ``NAME-onnx``): speed, and accuracy at --speed-res px LR-LR.
+point of its own (model ``NAME-onnx``): speed, and accuracy at --speed-res px LR-LR. ``--int8 NAME``
+quantizes that export to int8 (``aird.models.export.quantize_int8``: static, per-channel weights, ranges
+calibrated on --int8-calibration CelebA faces, a training pool) and measures it as ``NAME-int8`` in every
+accuracy cell, since quantization changes what it computes (its cosine to the float model is recorded).
 
 Writes docs/results/students.json (records in the RESULTS.md shape: ``metrics.faces_per_s`` on every
 record of a model, the speed settings and the ratio to the main student in ``settings.speed``),
@@ -125,6 +128,35 @@ def onnx_models(students: list[Model], names: list[str], folder: Path, threads: 
     return out
 
 
+def calibration_faces(root: Path, n: int, res: int, progress: bool) -> np.ndarray:
+    """``n`` CelebA faces (a training pool, identities disjoint from LFW) cut down to ``res`` px: int8
+    ranges are calibrated on them, never on the LFW faces the graph is evaluated on."""
+    from aird.data.extra import celeba_items
+
+    paths = celeba_items(root)[0][:n]
+    chips = align_images(paths, align_settings_for("celeba"), progress=progress)
+    return Degradation(res=res, up=None, seed=0).batch(chips.chips, chips.digests)
+
+
+def int8_models(
+    students: list[Model], names: list[str], folder: Path, threads: int, batch_size: int, calibration: np.ndarray
+) -> list[Model]:
+    from aird.models.export import OnnxEmbedder, export_model, quantize_int8
+
+    by_label = {m.label: m for m in students}
+    out = []
+    for name in names:
+        if name not in by_label or by_label[name].backend != "torch":
+            raise ConfigError(f"--int8 {name!r} is not one of the PyTorch students ({', '.join(by_label)})")
+        m = by_label[name]
+        graph = quantize_int8(export_model(m.path, folder / f"{name}.onnx"), folder / f"{name}-int8.onnx", calibration)
+        emb = OnnxEmbedder(graph, batch_size, threads=threads)
+        extra = {**m.extra, "onnx_opset": 17, "quantized": "int8 (onnxruntime static, QDQ, per-channel weights)"}
+        extra["int8_calibration"] = f"{len(calibration)} CelebA faces (a training pool), not LFW"
+        out.append(Model(f"{name}-int8", emb, m.method, emb.input_size, "onnxruntime-int8", m.path, extra, m.embedder))
+    return out
+
+
 def speed_table(models: list[Model], speed: dict, main: str) -> str:
     ref = speed[main]["metrics"]["faces_per_s"]
     batch = speed[main]["settings"]["batch_size"]
@@ -201,6 +233,9 @@ def run(args: argparse.Namespace, command: str) -> int:
     models = ([Model("dlib_resnet", teacher, "teacher", None)] if args.teacher else []) + students
     with tempfile.TemporaryDirectory() as tmp:
         models += onnx_models(students, args.onnx or [], Path(tmp), args.threads, args.batch)
+        if args.int8:
+            calibration = calibration_faces(root, args.int8_calibration, args.speed_res, progress)
+            models += int8_models(students, args.int8, Path(tmp), args.threads, args.batch, calibration)
         faces = speed_faces(root, args.folds, pairs_file, args.speed_faces, args.speed_res, progress)
         speed = measure_speed(
             {m.label: m.embedder for m in models},
@@ -223,7 +258,10 @@ def run(args: argparse.Namespace, command: str) -> int:
             )
             if m.twin is not None:
                 cos = cosine_similarity(m.embedder.embed(faces[:64]), m.twin.embed(faces[:64]))
-                m.extra["onnx_parity_min_cosine"] = float(cos.min())
+                key = "int8_cosine_to_float" if m.backend == "onnxruntime-int8" else "onnx_parity_min_cosine"
+                m.extra[key] = float(cos.min())
+                if m.backend == "onnxruntime-int8":
+                    m.extra["int8_mean_cosine_to_float"] = float(cos.mean())
         print(speed_table(models, speed, main), flush=True)
         if args.speed_only:
             return 0
@@ -232,7 +270,7 @@ def run(args: argparse.Namespace, command: str) -> int:
         records = []
         for m in models:
             cells = [(r, "lr-lr") for r in args.res] + [(r, "hr-lr") for r in args.hr_lr_res]
-            if m.twin is not None:  # the graph computes what its module does: one cell shows it end to end
+            if m.twin is not None and m.backend == "onnxruntime":  # same function as its module: one cell shows it
                 cells = [(args.speed_res, "lr-lr")]
             for res, mode in cells:
                 cfg = EvalConfig(
@@ -286,6 +324,12 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--teacher", action="store_true", help="also measure the teacher (dlib_resnet, PyTorch port)")
     ap.add_argument("--main", default=None, help="the student the others' speed is divided by (default: shipped)")
     ap.add_argument("--onnx", action="append", metavar="NAME", help="also measure this student on onnxruntime")
+    ap.add_argument(
+        "--int8", action="append", metavar="NAME", help="also measure this student quantized to int8 (onnxruntime)"
+    )
+    ap.add_argument(
+        "--int8-calibration", type=int, default=512, metavar="N", help="CelebA faces calibrating int8 (default 512)"
+    )
     ap.add_argument("--res", type=int, nargs="+", default=[16, 12, 8], help="LR-LR resolutions (px)")
     ap.add_argument("--hr-lr-res", type=int, nargs="*", default=[16], help="HR-LR resolutions (px)")
     ap.add_argument("--speed-res", type=int, default=16, help="side of the timed faces and of the plotted accuracy")

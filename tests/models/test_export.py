@@ -72,6 +72,23 @@ def test_onnx_embedder_resizes_like_torch_embedder(tmp_path):
     np.testing.assert_allclose(onnx_emb.embed(faces), load_embedder(str(path)).embed(faces), atol=1e-4)
 
 
+def test_int8_copy_of_the_fast_student_stays_close_and_keeps_its_card(real_faces, tmp_path):
+    """Static int8 quantization: calibrated on some faces, it embeds others close to the float graph."""
+    from aird.models.export import export_model, quantize_int8
+    from aird.models.shipped import shipped_student_path
+
+    fast = shipped_student_path("fast")
+    graph = export_model(fast, tmp_path / "fast.onnx")
+    int8 = OnnxEmbedder(quantize_int8(graph, tmp_path / "fast-int8.onnx", real_faces[:8]))
+    assert int8.metadata["quantized"] == "int8" and int8.card["name"] == read_card(fast)["name"]
+    assert int8.path.stat().st_size < 0.5 * graph.stat().st_size  # int8 weights: under half the float file
+    got, want = int8.embed(real_faces[8:]), OnnxEmbedder(graph).embed(real_faces[8:])
+    assert got.shape == want.shape and np.isfinite(got).all()
+    assert cosine(got, want).mean() >= 0.95  # measured on LFW at 16 px: see docs/results/students.md
+    with pytest.raises(ModelFileError, match="calibration"):
+        quantize_int8(graph, tmp_path / "none.onnx", real_faces[:0])
+
+
 def test_bad_onnx_files_are_clear_errors(tmp_path):
     with pytest.raises(ModelFileError, match="not found"):
         OnnxEmbedder(tmp_path / "missing.onnx")
