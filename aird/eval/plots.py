@@ -126,6 +126,32 @@ def plot_layer_statistics(
     return _save(fig, path)
 
 
+def plot_training_curves(
+    curves: dict[str, dict[str, Sequence[float]]],
+    path: str | Path,
+    title: str = "Training loss per epoch",
+) -> Path:
+    """One panel per run (label -> {term: per-epoch mean}): each loss term against the epoch, each on its
+    own scale relative to its first epoch (1 = where it started), so that terms of different sizes can be
+    read side by side and a flat line at the end means that term stopped falling."""
+    runs = list(curves)
+    fig = _figure(5 * len(runs), 4)
+    axes = np.atleast_1d(fig.subplots(1, len(runs), squeeze=False)[0])
+    for ax, run in zip(axes, runs):
+        for (term, values), marker in zip(curves[run].items(), "os^vD*"):
+            v = np.asarray(values, dtype=float)
+            ax.plot(
+                np.arange(1, len(v) + 1), v / v[0], f"{marker}-", label=f"{term} (epoch 1: {v[0]:.3g})", markersize=3
+            )
+        ax.set_title(run)
+        ax.set_xlabel("epoch")
+        ax.set_ylabel("per-epoch mean / first epoch's")
+        ax.grid(alpha=0.3)
+        ax.legend(fontsize=8)
+    fig.suptitle(title)
+    return _save(fig, path)
+
+
 def plot_accuracy_speed(
     points: dict[str, tuple[float, float]],
     path: str | Path,
