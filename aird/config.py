@@ -21,6 +21,9 @@ def _check_type(value: Any, hint: Any, where: str) -> Any:
     if hint is Any:
         return value
     if origin in (typing.Union, types.UnionType):
+        if value is None and type(None) in typing.get_args(hint):
+            # null is null: never a dataclass option built from its defaults (``jitter: null`` is off)
+            return None
         errors = []
         for option in typing.get_args(hint):
             try:

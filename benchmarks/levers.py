@@ -1,6 +1,8 @@
 """What each lever of the recipe gives: the main config with one change at a time, on split A.
 
     python benchmarks/levers.py [--levers main tau-0.1 ...] [--config configs/aird.yaml] [--jobs 2]
+    python benchmarks/levers.py --config configs/aird.yaml --main-run runs/aird-A --runs runs/levers-main \
+        --levers main epochs-20 pools --tag recipe     (the current main config: docs/results/recipe.md)
 
 Split A only (train: LFW people outside folds 1-5; test: folds 1-5, 3,000 pairs, each fold's threshold
 chosen on the other four), so each lever costs one training run; the main run is the one
@@ -18,9 +20,12 @@ import shlex
 import sys
 from pathlib import Path
 
+import numpy as np
+
 from aird.config import from_dict
 from aird.distill.config import ExperimentConfig, load_experiment
 from aird.distill.run import evaluate_student, run_experiment, run_in_subprocesses
+from aird.eval.metrics import kfold_accuracy
 from aird.eval.records import load_records, markdown_table, write_records
 from aird.models.student import load_student
 from aird.models.teacher import DlibTeacher
@@ -49,7 +54,49 @@ LEVERS: dict[str, tuple[str, dict]] = {
         "+ CelebA pool, leak-filtered, 3 epochs (about the main's steps)",
         {"data.pools": ["lfw", "celeba"], "train.epochs": 3},
     ),
+    # The two halves of "every pool, a schedule long enough": 6 epochs over every pool take about the
+    # steps of 20 over LFW alone, so epochs-20 is also the pools' equal-steps reference.
+    "epochs-20": ("20 epochs (main 6): about the steps of 6 over every pool", {"train.epochs": 20}),
+    "pools": (
+        "+ CelebA and UTKFace pools, leak-filtered, 6 epochs (3.3x the main's steps)",
+        {"data.pools": ["lfw", "celeba", "utkface"], "data.leak_threshold": 0.95},
+    ),
 }
+
+
+def run_scores(run: Path, res: int, pairs: str) -> tuple | None:
+    """(scores, labels, folds) a run saved for one resolution and pair mode; None if it saved none."""
+    path = run / f"scores-{res}-{pairs}.npz"
+    if not path.is_file():
+        return None
+    with np.load(path) as z:
+        return z["scores"], z["labels"], z["folds"]
+
+
+def paired_table(records: list[dict], reference: str) -> str:
+    """Markdown: each lever minus ``reference`` per (pairs, res), over the folds both have."""
+    folds = {
+        (r["model"], r["pairs"], r["res"]): np.array(r["settings"]["fold_accuracies"])
+        for r in records
+        if r["settings"].get("fold_accuracies")
+    }
+    cols = sorted({(mode, res) for _, mode, res in folds}, key=lambda c: (c[0] != "lr-lr", -c[1]))
+    others = [m for m in dict.fromkeys(k[0] for k in folds) if m != reference]
+    if not any(k[0] == reference for k in folds) or not others:
+        return ""
+    lines = ["| lever | " + " | ".join(f"{mode} {res} px" for mode, res in cols) + " |"]
+    lines.append("|---|" + "---:|" * len(cols))
+    for m in others:
+        cells = []
+        for mode, res in cols:
+            a, b = folds.get((m, mode, res)), folds.get((reference, mode, res))
+            if a is None or b is None or len(a) != len(b):
+                cells.append("—")
+                continue
+            d = (a - b) * 100
+            cells.append(f"{d.mean():+.2f} ± {d.std(ddof=1) / np.sqrt(len(d)):.2f}")
+        lines.append(f"| {m} | " + " | ".join(cells) + " |")
+    return "\n".join(lines)
 
 
 def with_overrides(base: ExperimentConfig, overrides: dict, **top) -> ExperimentConfig:
@@ -78,6 +125,7 @@ def main() -> None:
     ap.add_argument("--out", type=Path, default=OUT)
     ap.add_argument("--jobs", type=int, default=1, help="train this many levers at once, cores shared between them")
     ap.add_argument("--quiet", action="store_true")
+    ap.add_argument("--tag", default="levers", help="output file names: <out>/<tag>.json and <tag>.md")
     args = ap.parse_args()
     command = "python benchmarks/levers.py " + shlex.join(sys.argv[1:])
     base = load_experiment(args.config)
@@ -96,6 +144,8 @@ def main() -> None:
 
     if done(main_cfg):
         ran = json.loads((main_cfg.run_dir() / "config.json").read_text())
+        # through the current schema: a setting added since the run (at its default) is no difference
+        ran = json.loads(json.dumps(dataclasses.asdict(from_dict(ExperimentConfig, ran))))
         ran.pop("out_dir", None)
         wanted = json.loads(json.dumps(dataclasses.asdict(main_cfg)))
         wanted.pop("out_dir")
@@ -131,14 +181,19 @@ def main() -> None:
         for rec in load_records(cfg.run_dir() / "results.json"):
             rec["settings"].update(lever=lever, lever_change=what, lever_overrides=overrides)
             records.append({**rec, "model": lever, "split": "A"})
-    write_records(args.out / "levers.json", records, command)
-    allrecs = load_records(args.out / "levers.json")
+    for rec in records:  # each fold's accuracy from the run's saved scores, for the paired table
+        scores = run_scores(configs[rec["model"]].run_dir(), rec["res"], rec["pairs"])
+        if scores is not None:
+            rec["settings"]["fold_accuracies"] = kfold_accuracy(*scores)["fold_accuracies"]
+    json_path = args.out / f"{args.tag}.json"
+    write_records(json_path, records, command)
+    allrecs = load_records(json_path)
     order = [x for x in LEVERS if any(r["model"] == x for r in allrecs)]
     allrecs.sort(key=lambda r: order.index(r["model"]))
     lines = [
         "# Levers: the main config with one change at a time (split A)\n",
         "Reproduce: `python benchmarks/levers.py --jobs 2` (every lever; these ran a few at a time with "
-        "`--levers NAME ...`, each record keeps its command; records: `levers.json`). Split A: trained on LFW people outside folds "
+        f"`--levers NAME ...`, each record keeps its command; records: `{json_path.name}`). Split A: trained on LFW people outside folds "
         "1-5, tested on folds 1-5 (3,000 pairs; each fold's threshold chosen on the other four). "
         f"`main` is `{args.config.relative_to(REPO) if args.config.is_relative_to(REPO) else args.config}`; every other row changes one thing:\n",
         "| lever | what changes | steps | train wall (s) |",
@@ -157,8 +212,15 @@ def main() -> None:
         "\n## TAR at FAR = 1e-3, lr-lr\n",
         markdown_table([r for r in allrecs if r["pairs"] == "lr-lr"], ["model"], "res", "tar@far=1e-3", "{:.2%}"),
     ]
+    paired = paired_table(allrecs, "main")
+    if paired:
+        lines += [
+            "\n## Each lever minus main, paired over folds 1-5 (points, mean ± standard error)\n",
+            "A difference inside about two standard errors is not a measured difference.\n",
+            paired,
+        ]
     text = "\n".join(lines) + "\n"
-    (args.out / "levers.md").write_text(text)
+    (args.out / f"{args.tag}.md").write_text(text)
     print(text)
 
 

@@ -40,6 +40,15 @@ def test_main_config_has_no_jitter_and_keeps_its_cache_key():
     assert deg.jitter is None and deg.key() == MAIN_TRAINING_KEY
 
 
+def test_null_jitter_stays_off_through_a_json_round_trip(tmp_path):
+    """A config written to JSON (config.json, a resumed run, a benchmark's overrides) and read back keeps
+    jitter None: null was once read as a zero-jitter object, which made identical configs compare unequal."""
+    cfg = load_experiment(REPO / "configs" / "aird.yaml")
+    again = from_dict(ExperimentConfig, json.loads(json.dumps(dataclasses.asdict(cfg))))
+    assert again.degradation.jitter is None and again == cfg
+    assert _config(tmp_path, None).degradation.jitter is None
+
+
 def test_jitter_config_builds_the_jitter():
     cfg = load_experiment(REPO / "configs" / "aird-jitter.yaml")
     deg = cfg.degradation.build(cfg.student.input_size, cfg.train.seed)
