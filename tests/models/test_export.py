@@ -87,6 +87,10 @@ def test_int8_copy_of_the_fast_student_stays_close_and_keeps_its_card(real_faces
     assert cosine(got, want).mean() >= 0.95  # measured on LFW at 16 px: see docs/results/students.md
     with pytest.raises(ModelFileError, match="calibration"):
         quantize_int8(graph, tmp_path / "none.onnx", real_faces[:0])
+    # A copy that strays from the float graph is refused, and no file is left behind.
+    with pytest.raises(ModelFileError, match="mean cosine"):
+        quantize_int8(graph, tmp_path / "strict.onnx", real_faces[:8], min_cosine=1.01)
+    assert not (tmp_path / "strict.onnx").exists()
 
 
 def test_bad_onnx_files_are_clear_errors(tmp_path):
