@@ -131,7 +131,7 @@ def run_web(embedder, cfg: EvalConfig, root: Path, pairs: tuple, images: list[Pa
         split=f"celeba:{WEB_FOLDS}x{len(same) // WEB_FOLDS}",
         n=len(same),
         metrics=metrics,
-        settings=_settings(embedder, cfg, chips, root, started, extra),
+        settings=_settings(embedder, cfg, chips, root, started, {"condition": "aligned"}, extra),
     )
 
 
