@@ -174,11 +174,14 @@ def plot_accuracy_speed(
     speeds = [p[0] for p in points.values()] + ([min_speed] if min_speed else [])
     markers = "os^vDP*Xh<>"
 
+    order = {label: i for i, label in enumerate(points)}
+
     def below(label: str) -> bool:
-        # Of points at about the same speed, only the most accurate is labelled above, the rest below.
+        # Of points at about the same speed, only the most accurate (on a tie, the first given) is
+        # labelled above, the rest below.
         speed, acc = points[label]
-        near = [a for s, a in points.values() if abs(math.log10(s / speed)) < 0.25]
-        return acc < max(near)
+        near = [(a, -order[other]) for other, (s, a) in points.items() if abs(math.log10(s / speed)) < 0.25]
+        return (acc, -order[label]) < max(near)
 
     for i, (label, (speed, acc)) in enumerate(points.items()):
         ax.plot(speed, 100 * acc, markers[i % len(markers)], markersize=8, label=label)
