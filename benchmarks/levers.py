@@ -1,14 +1,16 @@
-"""What each lever of the recipe gives: the main config with one change at a time, on split A.
+"""What each lever of the recipe gives: the main config with one change at a time, on one split (A by default).
 
     python benchmarks/levers.py [--levers main tau-0.1 ...] [--config configs/aird.yaml] [--jobs 2]
     python benchmarks/levers.py --config configs/aird.yaml --main-run runs/aird-A --runs runs/levers-main \
-        --levers main epochs-20 pools --tag recipe     (the current main config: docs/results/recipe.md)
+        --levers main epochs-20 pools --tag recipe     (the current main config: docs/results/recipe.md;
+                                                        --split B --main-run runs/aird-B --tag recipe-B)
 
-Split A only (train: LFW people outside folds 1-5; test: folds 1-5, 3,000 pairs, each fold's threshold
-chosen on the other four), so each lever costs one training run; the main run is the one
-``benchmarks/distill.py`` trains for split A (``runs/bench/aird-A``) and is reused when present.
+Split A by default (train: LFW people outside folds 1-5; test: folds 1-5, 3,000 pairs, each fold's
+threshold chosen on the other four; ``--split B``: folds 6-10), so each lever costs one training run;
+the main run is the one ``benchmarks/distill.py`` trains for the split (``runs/bench/aird-A``) and is
+reused when present.
 Levers that change only evaluation settings reuse the main run's weights. Runs that already have
-results are reused, so levers can run one by one and merge. Writes docs/results/levers.{json,md}.
+results are reused, so levers can run one by one and merge. Writes docs/results/<tag>.{json,md}.
 """
 
 from __future__ import annotations
@@ -125,11 +127,13 @@ def main() -> None:
     ap.add_argument("--out", type=Path, default=OUT)
     ap.add_argument("--jobs", type=int, default=1, help="train this many levers at once, cores shared between them")
     ap.add_argument("--quiet", action="store_true")
+    ap.add_argument("--split", choices=["A", "B"], default="A", help="the split every lever trains and tests on")
     ap.add_argument("--tag", default="levers", help="output file names: <out>/<tag>.json and <tag>.md")
     args = ap.parse_args()
     command = "python benchmarks/levers.py " + shlex.join(sys.argv[1:])
     base = load_experiment(args.config)
-    main_cfg = with_overrides(base, {"data.split": "A"}, out_dir=str(args.main_run))
+    main_cfg = with_overrides(base, {"data.split": args.split}, out_dir=str(args.main_run))
+    folds = "1-5" if args.split == "A" else "6-10"
     configs = {}
     for lever in ["main"] + [x for x in args.levers if x != "main"]:
         _, overrides = LEVERS[lever]
@@ -180,7 +184,7 @@ def main() -> None:
         what, overrides = LEVERS[lever]
         for rec in load_records(cfg.run_dir() / "results.json"):
             rec["settings"].update(lever=lever, lever_change=what, lever_overrides=overrides)
-            records.append({**rec, "model": lever, "split": "A"})
+            records.append({**rec, "model": lever, "split": args.split})
     for rec in records:  # each fold's accuracy from the run's saved scores, for the paired table
         scores = run_scores(configs[rec["model"]].run_dir(), rec["res"], rec["pairs"])
         if scores is not None:
@@ -191,10 +195,10 @@ def main() -> None:
     order = [x for x in LEVERS if any(r["model"] == x for r in allrecs)]
     allrecs.sort(key=lambda r: order.index(r["model"]))
     lines = [
-        "# Levers: the main config with one change at a time (split A)\n",
+        f"# Levers: the main config with one change at a time (split {args.split})\n",
         "Reproduce: `python benchmarks/levers.py --jobs 2` (every lever; these ran a few at a time with "
-        f"`--levers NAME ...`, each record keeps its command; records: `{json_path.name}`). Split A: trained on LFW people outside folds "
-        "1-5, tested on folds 1-5 (3,000 pairs; each fold's threshold chosen on the other four). "
+        f"`--levers NAME ...`, each record keeps its command; records: `{json_path.name}`). Split {args.split}: trained on LFW people outside "
+        f"folds {folds}, tested on folds {folds} (3,000 pairs; each fold's threshold chosen on the other four). "
         f"`main` is `{args.config.relative_to(REPO) if args.config.is_relative_to(REPO) else args.config}`; every other row changes one thing:\n",
         "| lever | what changes | steps | train wall (s) |",
         "|---|---|---:|---:|",
@@ -205,7 +209,7 @@ def main() -> None:
         lines.append(f"| {lever} | {LEVERS[lever][0]} | {s.get('steps', '—')} | {s.get('train_wall_s', '—')} |")
     for mode in ("lr-lr", "hr-lr"):
         lines += [
-            f"\n## 10-fold accuracy (folds 1-5), {mode}\n",
+            f"\n## 10-fold accuracy (folds {folds}), {mode}\n",
             markdown_table([r for r in allrecs if r["pairs"] == mode], ["model"], "res", "accuracy", "{:.2%}"),
         ]
     lines += [
@@ -215,7 +219,7 @@ def main() -> None:
     paired = paired_table(allrecs, "main")
     if paired:
         lines += [
-            "\n## Each lever minus main, paired over folds 1-5 (points, mean ± standard error)\n",
+            f"\n## Each lever minus main, paired over folds {folds} (points, mean ± standard error)\n",
             "A difference inside about two standard errors is not a measured difference.\n",
             paired,
         ]
