@@ -30,7 +30,7 @@ from aird.distill.methods import METHODS
 from aird.distill.run import run_experiment, run_in_subprocesses
 from aird.eval.metrics import kfold_accuracy, merged_verification_metrics
 from aird.eval.plots import plot_score_distributions
-from aird.eval.records import environment, load_records, make_record, markdown_table, write_records
+from aird.eval.records import environment, load_records, make_record, markdown_table, paired_fold_table, write_records
 from aird.eval.runner import EvalConfig, run_verification
 from aird.eval.speed import measure_speed
 from aird.models.embedder import TorchEmbedder
@@ -62,32 +62,6 @@ def embedding_speed(student_file: Path, res: int, faces: int = 512) -> dict:
     embedder = TorchEmbedder(student, "speed", size, batch_size=64)
     speed = measure_speed({"student": embedder}, lr, threads=os.cpu_count() or 1)["student"]
     return {**speed["metrics"], "speed_threads": speed["settings"]["threads"]}
-
-
-def paired_table(records: list[dict], reference: str) -> str:
-    """Markdown: reference minus each other method, per (pairs, res), over the folds both have."""
-    folds = {
-        (r["method"], r["pairs"], r["res"]): np.array(r["settings"]["fold_accuracies"])
-        for r in records
-        if "fold_accuracies" in r["settings"]
-    }
-    cols = sorted({(mode, res) for _, mode, res in folds}, key=lambda c: (c[0] != "lr-lr", -c[1]))
-    others = [m for m in dict.fromkeys(k[0] for k in folds) if m != reference]
-    if not any(k[0] == reference for k in folds) or not others:
-        return ""
-    lines = ["| method | " + " | ".join(f"{mode} {res} px" for mode, res in cols) + " |"]
-    lines.append("|---|" + "---:|" * len(cols))
-    for m in others:
-        cells = []
-        for mode, res in cols:
-            a, b = folds.get((reference, mode, res)), folds.get((m, mode, res))
-            if a is None or b is None or len(a) != len(b):
-                cells.append("—")
-                continue
-            d = (a - b) * 100
-            cells.append(f"{d.mean():+.2f} ± {d.std(ddof=1) / np.sqrt(len(d)):.2f}")
-        lines.append(f"| {m} | " + " | ".join(cells) + " |")
-    return "\n".join(lines)
 
 
 def run_dir(runs: Path, method: str, split: str) -> Path:
@@ -262,7 +236,7 @@ def main() -> None:
             f"\n## LFW 10-fold accuracy, {mode}\n",
             markdown_table([r for r in allrecs if r["pairs"] == mode], ["method"], "res", "accuracy", "{:.2%}"),
         ]
-    paired = paired_table(allrecs, "aird")
+    paired = paired_fold_table(allrecs, "aird")
     if paired:
         lines += [
             "\n## aird minus each method, paired over the 10 folds (points, mean ± standard error)\n",

@@ -286,15 +286,16 @@ def main() -> None:
     write_tables(json_path, args.out / "facebn.md")
 
 
-def orl_hits(split, embedder, teacher, cfg: EvalConfig, root: Path, lr: np.ndarray | None) -> list[int]:
-    """Rank-1 hit (1/0) of every ORL probe, for probe-paired differences between modes."""
+def orl_hits(split, embedder, teacher, cfg: EvalConfig, root: Path, lr: np.ndarray | None) -> str:
+    """Rank-1 hit of every ORL probe as one "0"/"1" character each (a list would take a line per probe in
+    the results file), for probe-paired differences between modes."""
     chips = align_images(split.paths, align_settings_for("orl", cfg.chip_size), progress=False)
     hr = embed_chips(teacher, chips, None, False)
     if lr is None:
         lr = embed_chips(embedder, chips, cfg.degradation(), False)
     labels = np.array(split.labels)
     sim = similarity_matrix(lr[split.probes], hr[split.gallery])
-    return (labels[split.gallery][sim.argmax(1)] == labels[split.probes]).astype(int).tolist()
+    return "".join("1" if hit else "0" for hit in labels[split.gallery][sim.argmax(1)] == labels[split.probes])
 
 
 def plot_bn_stats(student: torch.nn.Module, size: int, root: Path, path: Path) -> None:
@@ -345,10 +346,15 @@ def default_stamp() -> dict:
     return {"default_adapt": STREAM_DEFAULT, "default_adapt_kwargs": STREAM_DEFAULT_KWARGS}
 
 
+def hits_or_values(v: str | list | None) -> list | None:
+    """Fold accuracies (a list), or probe hits ("0"/"1" per probe; older records: a list of ints)."""
+    return [int(c) for c in v] if isinstance(v, str) else v
+
+
 def paired(a: dict, b: dict) -> tuple[float, float] | None:
     """Mean and standard error (points) of a - b, paired over folds (verification) or probes (identification)."""
     for key in ("fold_accuracies", "probe_hits"):
-        x, y = a["settings"].get(key), b["settings"].get(key)
+        x, y = (hits_or_values(r["settings"].get(key)) for r in (a, b))
         if x is not None and y is not None and len(x) == len(y) and len(x) > 1:
             d = (np.asarray(x, float) - np.asarray(y, float)) * 100
             return float(d.mean()), float(d.std(ddof=1) / np.sqrt(len(d)))

@@ -28,7 +28,7 @@ from aird.config import from_dict
 from aird.distill.config import ExperimentConfig, load_experiment
 from aird.distill.run import evaluate_student, run_experiment, run_in_subprocesses
 from aird.eval.metrics import kfold_accuracy
-from aird.eval.records import load_records, markdown_table, write_records
+from aird.eval.records import load_records, markdown_table, paired_fold_table, write_records
 from aird.models.student import load_student
 from aird.models.teacher import DlibTeacher
 
@@ -73,32 +73,6 @@ def run_scores(run: Path, res: int, pairs: str) -> tuple | None:
         return None
     with np.load(path) as z:
         return z["scores"], z["labels"], z["folds"]
-
-
-def paired_table(records: list[dict], reference: str) -> str:
-    """Markdown: each lever minus ``reference`` per (pairs, res), over the folds both have."""
-    folds = {
-        (r["model"], r["pairs"], r["res"]): np.array(r["settings"]["fold_accuracies"])
-        for r in records
-        if r["settings"].get("fold_accuracies")
-    }
-    cols = sorted({(mode, res) for _, mode, res in folds}, key=lambda c: (c[0] != "lr-lr", -c[1]))
-    others = [m for m in dict.fromkeys(k[0] for k in folds) if m != reference]
-    if not any(k[0] == reference for k in folds) or not others:
-        return ""
-    lines = ["| lever | " + " | ".join(f"{mode} {res} px" for mode, res in cols) + " |"]
-    lines.append("|---|" + "---:|" * len(cols))
-    for m in others:
-        cells = []
-        for mode, res in cols:
-            a, b = folds.get((m, mode, res)), folds.get((reference, mode, res))
-            if a is None or b is None or len(a) != len(b):
-                cells.append("—")
-                continue
-            d = (a - b) * 100
-            cells.append(f"{d.mean():+.2f} ± {d.std(ddof=1) / np.sqrt(len(d)):.2f}")
-        lines.append(f"| {m} | " + " | ".join(cells) + " |")
-    return "\n".join(lines)
 
 
 def with_overrides(base: ExperimentConfig, overrides: dict, **top) -> ExperimentConfig:
@@ -196,8 +170,8 @@ def main() -> None:
     allrecs.sort(key=lambda r: order.index(r["model"]))
     lines = [
         f"# Levers: the main config with one change at a time (split {args.split})\n",
-        "Reproduce: `python benchmarks/levers.py --jobs 2` (every lever; these ran a few at a time with "
-        f"`--levers NAME ...`, each record keeps its command; records: `{json_path.name}`). Split {args.split}: trained on LFW people outside "
+        f"Reproduce: `{command}` (levers may run a few at a time with `--levers NAME ...`; each record keeps "
+        f"its command; records: `{json_path.name}`). Split {args.split}: trained on LFW people outside "
         f"folds {folds}, tested on folds {folds} (3,000 pairs; each fold's threshold chosen on the other four). "
         f"`main` is `{args.config.relative_to(REPO) if args.config.is_relative_to(REPO) else args.config}`; every other row changes one thing:\n",
         "| lever | what changes | steps | train wall (s) |",
@@ -216,7 +190,7 @@ def main() -> None:
         "\n## TAR at FAR = 1e-3, lr-lr\n",
         markdown_table([r for r in allrecs if r["pairs"] == "lr-lr"], ["model"], "res", "tar@far=1e-3", "{:.2%}"),
     ]
-    paired = paired_table(allrecs, "main")
+    paired = paired_fold_table(allrecs, "main", by="model", minus_reference=True)
     if paired:
         lines += [
             f"\n## Each lever minus main, paired over folds {folds} (points, mean ± standard error)\n",

@@ -19,7 +19,7 @@ from typing import Any
 import numpy as np
 
 from aird.errors import DataError, OutputError
-from aird.io import check_writable_folder, locked, os_reason, write_json
+from aird.io import atomic_path, check_writable_folder, locked, os_reason
 
 TASKS = ("verification", "identification")
 # Fields that together name what a record measured: a later record with the same key replaces it.
@@ -214,14 +214,56 @@ def write_records(
         merged.update(zip(keys, new))
         out = list(merged.values())
         kept = _top_level(path) if merge and path.exists() else {}
-        write_json(path, {**kept, **(top or {}), "records": out, "command": command})
+        write_results(path, {**kept, **(top or {}), "records": out, "command": command})
     return out
+
+
+def write_results(path: Path, doc: dict) -> None:
+    """A results file with one record per line: a record is one line of a diff, and a file of hundreds
+    of records (a stream benchmark) stays a few times smaller than indented JSON. Any JSON reader reads it."""
+    lines = []
+    for key, value in doc.items():
+        if key == "records":
+            body = ",\n".join("    " + json.dumps(r, default=str) for r in value)
+            lines.append(f'  "records": [\n{body}\n  ]' if value else '  "records": []')
+        else:
+            lines.append(f"  {json.dumps(key)}: {json.dumps(value, default=str)}")
+    with atomic_path(path) as tmp:
+        tmp.write_text("{\n" + ",\n".join(lines) + "\n}\n")
 
 
 def _top_level(path: Path) -> dict:
     """The file's top-level keys other than its records and command (already checked by load_records)."""
     data = json.loads(path.read_text(encoding="utf-8"))
     return {k: v for k, v in data.items() if k not in ("records", "command")}
+
+
+def paired_fold_table(records: list[dict], reference: str, by: str = "method", minus_reference: bool = False) -> str:
+    """Markdown: per (pair mode, resolution), ``reference`` minus each other ``by`` value (``method``,
+    ``model``), or each minus ``reference`` with ``minus_reference``; mean ± standard error in points over
+    the folds both records have (``settings.fold_accuracies``). Empty when there is nothing to pair."""
+    folds = {
+        (r[by], r["pairs"], r["res"]): np.array(r["settings"]["fold_accuracies"])
+        for r in records
+        if r["settings"].get("fold_accuracies")
+    }
+    cols = sorted({(mode, res) for _, mode, res in folds}, key=lambda c: (c[0] != "lr-lr", -c[1]))
+    others = [m for m in dict.fromkeys(k[0] for k in folds) if m != reference]
+    if not any(k[0] == reference for k in folds) or not others:
+        return ""
+    lines = [f"| {by} | " + " | ".join(f"{mode} {res} px" for mode, res in cols) + " |"]
+    lines.append("|---|" + "---:|" * len(cols))
+    for m in others:
+        cells = []
+        for mode, res in cols:
+            a, b = folds.get((reference, mode, res)), folds.get((m, mode, res))
+            if a is None or b is None or len(a) != len(b):
+                cells.append("—")
+                continue
+            d = (b - a if minus_reference else a - b) * 100
+            cells.append(f"{d.mean():+.2f} ± {d.std(ddof=1) / np.sqrt(len(d)):.2f}")
+        lines.append(f"| {m} | " + " | ".join(cells) + " |")
+    return "\n".join(lines)
 
 
 def _column_order(values: list) -> list:

@@ -1,6 +1,5 @@
 """Probes cut from detector boxes in the original photo (aird eval --crop detector|jittered), on real faces."""
 
-import importlib.util
 import json
 import sys
 from pathlib import Path
@@ -22,9 +21,7 @@ from aird.eval.runner import EvalConfig, run_verification
 from aird.models.teacher import DlibTeacher
 
 sys.path.insert(0, str(Path(__file__).parent))
-from small_run import small_pairs_file, tiny_run  # noqa: E402
-
-SCRIPT = Path(__file__).resolve().parents[2] / "benchmarks" / "crops.py"
+from small_run import load_benchmark, small_pairs_file, tiny_run  # noqa: E402
 
 
 @pytest.fixture(scope="module")
@@ -162,9 +159,7 @@ def test_eval_cli_crop_options(data_root, tmp_path, cache, capsys):
 
 
 def test_crops_benchmark_on_a_few_pairs(data_root, tmp_path, cache, capsys, monkeypatch):
-    spec = importlib.util.spec_from_file_location("crops_benchmark", SCRIPT)
-    bench = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(bench)
+    bench = load_benchmark("crops")
     pairs = small_pairs_file(data_root, tmp_path / "pairs.txt")
     student = tiny_run(tmp_path / "run") / "student.safetensors"
     out = tmp_path / "crops.json"

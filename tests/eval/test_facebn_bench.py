@@ -2,7 +2,6 @@
 CelebA web domain) runs, each record carries its stream settings, the file names the default, and
 the tables hold the per-student summary. A random-weight native-16 px student keeps it fast."""
 
-import importlib.util
 import json
 import sys
 from pathlib import Path
@@ -13,17 +12,15 @@ import torch
 from aird.models import get_model
 from aird.models.student import save_student
 
-SCRIPT = Path(__file__).resolve().parents[2] / "benchmarks" / "facebn.py"
+sys.path.insert(0, str(Path(__file__).parent))
+from small_run import load_benchmark  # noqa: E402
 
 pytestmark = pytest.mark.slow
 
 
 @pytest.fixture(scope="module")
 def facebn():
-    spec = importlib.util.spec_from_file_location("facebn_benchmark", SCRIPT)
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
-    return module
+    return load_benchmark("facebn")
 
 
 def test_stream_benchmark_runs_orl_and_web(facebn, orl_root, data_pool, tmp_path, monkeypatch):

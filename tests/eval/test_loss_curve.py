@@ -1,7 +1,6 @@
 """benchmarks/loss_curve.py: per-epoch means from a run's log, the share of the fall its last epoch took,
 the JSON and the figure; a directory without a log is a clear error."""
 
-import importlib.util
 import json
 import sys
 from pathlib import Path
@@ -10,15 +9,13 @@ import pytest
 
 from aird.errors import ConfigError
 
-SCRIPT = Path(__file__).resolve().parents[2] / "benchmarks" / "loss_curve.py"
+sys.path.insert(0, str(Path(__file__).parent))
+from small_run import load_benchmark  # noqa: E402
 
 
 @pytest.fixture(scope="module")
 def loss_curve():
-    spec = importlib.util.spec_from_file_location("loss_curve_benchmark", SCRIPT)
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
-    return module
+    return load_benchmark("loss_curve")
 
 
 def write_run(folder: Path, totals: list[float]) -> Path:

@@ -186,6 +186,14 @@ def test_merge_keeps_top_level_keys_and_sets_new_ones(tmp_path):
     assert sorted(r["method"] for r in data["records"]) == ["kd", "none"]
 
 
+def test_results_file_has_one_record_per_line(tmp_path):
+    path = tmp_path / "r.json"
+    write_records(path, [rec(method="none"), rec(method="kd")], "cmd", top={"default_adapt": "off"})
+    lines = path.read_text().splitlines()
+    assert sum('"benchmark"' in line for line in lines) == 2 and len(lines) == 8
+    assert [r["method"] for r in json.loads(path.read_text())["records"]] == ["none", "kd"]
+
+
 def test_write_without_merge_replaces_the_file(tmp_path):
     path = tmp_path / "r.json"
     write_records(path, [rec(method="none"), rec(method="kd")], "a")

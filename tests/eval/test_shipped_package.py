@@ -1,6 +1,5 @@
 """benchmarks/shipped.py: packaging a finished run into the shipped student, and checking a run against it."""
 
-import importlib.util
 import json
 import sys
 from pathlib import Path
@@ -13,17 +12,12 @@ from aird.models.shipped import read_card
 from aird.models.student import file_fingerprint, load_student
 
 sys.path.insert(0, str(Path(__file__).parent))
-from small_run import small_pairs_file, tiny_run  # noqa: E402
-
-SCRIPT = Path(__file__).resolve().parents[2] / "benchmarks" / "shipped.py"
+from small_run import load_benchmark, small_pairs_file, tiny_run  # noqa: E402
 
 
 @pytest.fixture(scope="module")
 def bench():
-    spec = importlib.util.spec_from_file_location("shipped_benchmark", SCRIPT)
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
-    return module
+    return load_benchmark("shipped")
 
 
 @pytest.fixture(scope="module")

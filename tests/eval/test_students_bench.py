@@ -2,7 +2,6 @@
 and clear errors. Real faces (a 16-pair LFW file, three ORL people); tiny models (the teacher and a
 random-init native-16 px student), one repeat: the figures themselves are not checked, their shape is."""
 
-import importlib.util
 import json
 import sys
 from pathlib import Path
@@ -18,18 +17,9 @@ from aird.models.shipped import SHIPPED_PATH
 from aird.models.student import save_student
 
 sys.path.insert(0, str(Path(__file__).parent))
-from small_run import small_pairs_file  # noqa: E402
+from small_run import load_benchmark, small_pairs_file  # noqa: E402
 
-BENCHMARKS = Path(__file__).resolve().parents[2] / "benchmarks"
 PNG = b"\x89PNG\r\n\x1a\n"
-
-
-def load_script(name: str):
-    spec = importlib.util.spec_from_file_location(f"{name}_benchmark", BENCHMARKS / f"{name}.py")
-    module = importlib.util.module_from_spec(spec)
-    sys.modules[spec.name] = module  # its dataclasses look their module up by name
-    spec.loader.exec_module(module)
-    return module
 
 
 def light_student(path: Path, seed: int, card: dict | None = None) -> Path:
@@ -74,7 +64,7 @@ def bench_run(students, data_root):
         "--pairs-file", str(pairs), "--data-root", str(data_root), "--threads", "1", "--speed-faces", "64",
         "--repeats", "1", "--latency-faces", "4", "--out", str(out), "--quiet",
     ]  # fmt: skip
-    bench = load_script("students")
+    bench = load_benchmark("students")
     assert bench.main(argv) == 0
     return bench, out, argv
 
@@ -154,7 +144,7 @@ def test_students_errors(bench_run, tmp_path, capsys):
 def test_tsne(students, orl_root, tmp_path, capsys):
     _, main, fast = students
     out = tmp_path / "results"
-    tsne = load_script("tsne")
+    tsne = load_benchmark("tsne")
     common = ["--data-root", str(orl_root), "--threads", "1", "--out", str(out), "--quiet"]
     common = ["--no-shipped"] + common
     argv = ["--student", f"main={main}", "--student", f"fast={fast}", "--people", "s1", "s2", "s3"] + common
@@ -182,7 +172,7 @@ def test_tsne(students, orl_root, tmp_path, capsys):
 def test_tsne_loo_nearest_neighbour():
     import numpy as np
 
-    tsne = load_script("tsne")
+    tsne = load_benchmark("tsne")
     emb = np.array([[1.0, 0.0], [0.9, 0.1], [0.0, 1.0], [0.1, 0.9], [0.8, 0.2]])
     labels = np.array(["a", "a", "b", "b", "b"])
     # the last "b" sits among the "a"s: its nearest other face is an "a"
