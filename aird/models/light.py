@@ -108,3 +108,15 @@ class ResLRNet(nn.Module):
 @register_model("lr_resnet", (16, 16))
 def _lr_resnet(input_size: int = 16) -> nn.Module:
     return ResLRNet(input_size)
+
+
+# Two larger fast-student candidates, each within the speed budget (at least 2,000 faces/s at batch 64 on 2 cores):
+# capacity where the face is 4x4 and 2x2 px, in width or in depth (docs/results/fast-ablation.md measures them).
+@register_model("lr_resnet_wide", (16, 16))
+def _lr_resnet_wide(input_size: int = 16) -> nn.Module:
+    return ResLRNet(input_size, widths=(32, 64, 192, 384))
+
+
+@register_model("lr_resnet_deep", (16, 16))
+def _lr_resnet_deep(input_size: int = 16) -> nn.Module:
+    return ResLRNet(input_size, blocks=(1, 2, 3, 2))
