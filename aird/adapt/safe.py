@@ -11,7 +11,9 @@ and the memory's, weighted by how many distinct faces the memory holds:
 - a face whose embedding is close to a face already in memory (the same person, a near-duplicate
   frame) is merged into that slot instead of taking a new one, so a burst of one person counts once;
 - ``alpha = alpha_max * K / (K + prior)`` for the K distinct faces in memory (0 below ``min_faces``), in
-  the middle layers only (``skip`` .. ``depth`` of the way through the network);
+  the layers from ``skip`` to ``depth`` of the way through the network, each scaled by its divergence gate:
+  the share of the memory's departure from the training means that sampling noise does not explain (an
+  in-domain stream keeps its training statistics); only the means move unless ``var_mix`` > 0;
 - non-finite and constant (black, blank) frames, and faces whose statistics lie far outside the
   memory's, are rejected: they are embedded, but never enter the memory;
 - when most of the recent faces are such outliers the input distribution has jumped: the memory is
@@ -42,6 +44,8 @@ SETTINGS = (
     "alpha_max",
     "skip",
     "depth",
+    "gate",
+    "var_mix",
     "min_faces",
     "memory",
     "delay",
@@ -81,6 +85,7 @@ class _Stream:
     mixed: torch.Tensor | None = None  # (2, C): the mean and variance the next batch is normalised with
     reference: torch.Tensor | None = None  # (2, C): memory mean and spread of faces' means; None below min_faces
     alpha: float = 0.0
+    gates: torch.Tensor | None = None  # (L,): each layer's divergence gate in [0, 1] (1 without a gate)
 
     def tensors(self) -> dict[str, torch.Tensor]:
         names = ("slot_count", "slot_last", "slot_sig", "slot_mean", "slot_var", "pending_sig")
@@ -102,8 +107,10 @@ class SafeFaceBN:
         model: nn.Module,
         prior: float = 16.0,
         alpha_max: float = 0.3,
-        skip: float = 0.25,
+        skip: float = 0.0,
         depth: float = 0.75,
+        gate: float = 1.0,
+        var_mix: float = 0.0,
         min_faces: int = 8,
         memory: int = 64,
         delay: int = 16,
@@ -120,6 +127,8 @@ class SafeFaceBN:
             "alpha_max": 0.0 <= alpha_max <= 1.0,
             "skip": 0.0 <= skip < 1.0,
             "depth": skip < depth <= 1.0,
+            "gate": gate >= 0.0,
+            "var_mix": 0.0 <= var_mix <= 1.0,
             "min_faces": min_faces >= 2,
             "memory": memory >= min_faces,
             "delay": delay >= 0,
@@ -135,7 +144,7 @@ class SafeFaceBN:
         if bad:
             raise ConfigError(f"{NAME}: setting {bad[0]}={locals()[bad[0]]!r} is out of range (docs/facebn.md)")
         self.prior, self.alpha_max, self.same_face = float(prior), float(alpha_max), float(same_face)
-        self.skip, self.depth = float(skip), float(depth)
+        self.skip, self.depth, self.gate, self.var_mix = float(skip), float(depth), float(gate), float(var_mix)
         self.outlier_z, self.jump_fraction = float(outlier_z), float(jump_fraction)
         self.min_faces, self.memory, self.delay, self.member_cap = (
             int(min_faces),
@@ -165,6 +174,8 @@ class SafeFaceBN:
         first = min(int(self.skip * len(sizes) + 0.5), len(sizes) - 1)
         stop = max(first + 1, int(self.depth * len(sizes) + 0.5))
         self._adapted = torch.cat([torch.full((s,), float(first <= i < stop)) for i, s in enumerate(sizes)]).to(device)
+        self._adapted_layer = torch.tensor([first <= i < stop for i in range(len(sizes))], device=device)
+        self._layer_of = torch.cat([torch.full((s,), i, dtype=torch.int64) for i, s in enumerate(sizes)]).to(device)
         # Each layer weighs the same in a face's shift score, whatever its width.
         self._layer_weight = torch.cat([torch.full((s,), 1.0 / (s * len(sizes))) for s in sizes]).to(device)
         self._eps = torch.cat([torch.full((s,), float(bn.eps)) for s, bn in zip(sizes, self.layers.values())]).to(
@@ -197,7 +208,7 @@ class SafeFaceBN:
             return out
 
     def stream_info(self, stream: str = DEFAULT_STREAM) -> dict[str, Any]:
-        """What a service shows for one camera: evidence (distinct faces in memory), alpha, rejections, resets.
+        """What a service shows for one camera: evidence (distinct faces in memory), alpha, gate, rejections, resets.
 
         ``seen`` frames = ``accepted`` + ``rejected_invalid`` (NaN, inf, blank) + ``rejected_outlier``;
         ``merged``: accepted faces that joined the slot of a near-duplicate; ``pending``: accepted faces
@@ -210,6 +221,8 @@ class SafeFaceBN:
             "adapter": NAME,
             "evidence": int((st.slot_count > 0).sum()) if st else 0,
             "alpha": round(st.alpha, 6) if st else 0.0,
+            # The mean divergence gate over the adapted layers (1.0 without a gate, 0.0 before any evidence).
+            "gate": round(self._mean_gate(st), 6) if st else 0.0,
             "pending": len(st.pending_mean) if st else 0,
             **{k: v for k, v in counters.items() if k != "step"},
         }
@@ -323,7 +336,7 @@ class SafeFaceBN:
         occupied = st.slot_count > 0
         k = int(occupied.sum())
         st.alpha = self.alpha_max * k / (k + self.prior) if k >= self.min_faces else 0.0
-        st.mixed, st.reference = self._source, None
+        st.mixed, st.reference, st.gates = self._source, None, None
         if k < self.min_faces:
             return
         means = st.slot_mean[occupied].double()
@@ -332,12 +345,32 @@ class SafeFaceBN:
         between = ((means - target_mean) ** 2).sum(0) / (k - 1)
         target_var = st.slot_var[occupied].double().mean(0) + between
         target = torch.stack([target_mean, target_var]).float()
-        st.mixed = self._source + st.alpha * self._adapted * (target - self._source)
+        weight = self._adapted
+        if self.gate > 0:
+            st.gates = self._divergence_gates(target_mean, between, k)
+            weight = weight * st.gates[self._layer_of]
+        # Variances move by var_mix of what the means move (0: the training variances stay).
+        weight = weight * torch.tensor([[1.0], [self.var_mix]], device=weight.device)
+        st.mixed = self._source + st.alpha * weight * (target - self._source)
         # The yardstick of the outlier test: how far faces' channel means spread around the memory's mean,
         # floored at a hundredth of the channel's variance so that a channel every face leaves at zero
         # (a dead unit) cannot make one face an outlier on its own.
         spread = (between + 0.01 * target_var).float() + self._eps
         st.reference = torch.stack([target_mean.float(), spread])
+
+    def _divergence_gates(self, target_mean: torch.Tensor, between: torch.Tensor, k: int) -> torch.Tensor:
+        """Per layer, the share of the memory's departure from the training means that sampling noise does not
+        explain: g = clamp(1 - gate * noise / divergence, 0, 1) (a positive-part James-Stein shrinkage toward
+        the training statistics), with divergence the channel mean of (mu_T - mu_train)^2 / var_train and noise
+        the channel mean of b^2 / (K var_train), the variance of a K-face mean. An in-domain stream, whose
+        memory differs from training only by noise, keeps its training statistics."""
+        var = self._source[1].double() + self._eps.double()
+        n_layers = len(self.layers)
+        divergence = torch.zeros(n_layers, dtype=torch.float64, device=var.device)
+        noise = torch.zeros_like(divergence)
+        divergence.index_add_(0, self._layer_of, (target_mean - self._source[0].double()) ** 2 / var)
+        noise.index_add_(0, self._layer_of, between / (k * var))
+        return (1 - self.gate * noise / divergence.clamp(min=1e-12)).clamp(0.0, 1.0).float()
 
     def _normalise(self, name: str, bn: _BatchNorm, x: torch.Tensor) -> torch.Tensor:
         if self._mix is None:
@@ -417,6 +450,13 @@ class SafeFaceBN:
                 changed = True
         if changed:
             self._refresh(st)
+
+    def _mean_gate(self, st: _Stream) -> float:
+        if st.reference is None:
+            return 0.0
+        if st.gates is None:
+            return 1.0
+        return float(st.gates[self._adapted_layer].mean())
 
     def _is_outlier(self, st: _Stream, log_score: float) -> bool:
         n = min(st.n_history, self.history)

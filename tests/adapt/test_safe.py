@@ -81,7 +81,8 @@ def assert_same_memory(a: SafeFaceBN, b: SafeFaceBN, stream: str, exact: bool = 
 
 
 def test_it_adapts_toward_the_target_statistics_with_enough_distinct_faces(net):
-    adapter = warmed(net, n_batches=8)
+    # The plain mix (no gate, variances too): each layer moves by exactly alpha toward the memory.
+    adapter = warmed(net, n_batches=8, gate=0.0, var_mix=1.0)
     info = adapter.stream_info("cam")
     assert info["evidence"] >= 32 and info["rejected_outlier"] == 0
     assert 0.0 < info["alpha"] <= adapter.alpha_max
@@ -101,7 +102,7 @@ def test_it_adapts_toward_the_target_statistics_with_enough_distinct_faces(net):
     mixed = adapter._streams["cam"].mixed
     assert not torch.equal(mixed[:, adapter._slices["4"]], adapter._source[:, adapter._slices["4"]])
     assert torch.equal(mixed[:, adapter._slices["8"]], adapter._source[:, adapter._slices["8"]])
-    full = warmed(net, n_batches=8, depth=1.0)
+    full = warmed(net, n_batches=8, depth=1.0, gate=0.0, var_mix=1.0)
     assert not torch.equal(full._streams["cam"].mixed[:, full._slices["8"]], full._source[:, full._slices["8"]])
 
 
@@ -138,14 +139,14 @@ def test_only_the_layers_between_skip_and_depth_adapt(skip, depth, expected):
     assert adapted_layers(adapter) == expected
 
 
-def test_the_default_layers_are_the_middle_ones():
+def test_the_default_layers_are_all_but_the_deepest_quarter():
     adapter = SafeFaceBN(
         deep_net(8), **{k: v for k, v in SETTINGS.items() if k not in ("skip", "depth")}, outlier_z=1e6
     )
-    assert (adapter.skip, adapter.depth) == (0.25, 0.75)
+    assert (adapter.skip, adapter.depth) == (0.0, 0.75)
     for s in range(6):
         adapter(shifted(8, seed=s), stream="cam")
-    assert adapted_layers(adapter) == [2, 3, 4, 5]
+    assert adapted_layers(adapter) == [0, 1, 2, 3, 4, 5]
 
 
 def test_little_evidence_is_exactly_off_and_a_batch_never_normalises_itself(net):
@@ -404,3 +405,42 @@ def test_a_recognizers_stream_states_host_the_safe_mode_and_restore_it(net, tmp_
     assert restarted.show("gate-1").details == info.details
     x = shifted(4, seed=99)
     assert torch.equal(restarted(x, "gate-1"), states(x, "gate-1"))
+
+
+def test_divergence_gate_keeps_an_in_domain_stream_at_its_training_statistics(net):
+    """Faces from the training distribution differ from it only by sampling noise: the gate closes; a shifted
+    stream's statistics differ far beyond noise: it opens. Without a gate both streams adapt alike."""
+    gated = SafeFaceBN(net, **{**SETTINGS, "gate": 1.0})
+    plain = SafeFaceBN(net, **{**SETTINGS, "gate": 0.0})
+    for s in range(6):
+        for adapter in (gated, plain):
+            adapter(faces(8, seed=100 + s), stream="same")
+            adapter(shifted(8, seed=s), stream="shifted")
+    same, moved = gated.stream_info("same"), gated.stream_info("shifted")
+    assert same["evidence"] >= 8 and moved["evidence"] >= 8 and same["alpha"] == moved["alpha"] > 0
+    assert same["gate"] < 0.3 < 0.95 < moved["gate"] <= 1.0
+    assert plain.stream_info("same")["gate"] == plain.stream_info("shifted")["gate"] == 1.0
+    # Closed gate: the in-domain stream is normalised (almost) as the plain model is.
+    probe = faces(4, seed=999)
+    off = net(probe)
+    gap_gated = (gated(probe, stream="same") - off).abs().max()
+    gap_plain = (plain(probe, stream="same") - off).abs().max()
+    assert gap_gated < 0.5 * gap_plain
+    # And the gate survives a restart (it is derived from the saved memory).
+    assert twin(gated, net).stream_info("same")["gate"] == same["gate"]
+
+
+def test_gate_setting_is_checked(net):
+    with pytest.raises(ConfigError, match="gate"):
+        SafeFaceBN(net, gate=-1.0)
+
+
+def test_var_mix_zero_moves_the_means_and_keeps_the_training_variances(net):
+    adapter = warmed(net, n_batches=8, gate=0.0, var_mix=0.0)
+    plain = warmed(net, n_batches=8, gate=0.0, var_mix=1.0)
+    mixed, source = adapter._streams["cam"].mixed, adapter._source
+    assert torch.equal(mixed[1], source[1])
+    # The first layer sees the raw faces, so both memories hold the same means there.
+    first = adapter._slices["1"]
+    assert torch.equal(mixed[0, first], plain._streams["cam"].mixed[0, first])
+    assert not torch.equal(mixed[0], source[0])
