@@ -227,6 +227,17 @@ class SafeFaceBN:
             **{k: v for k, v in counters.items() if k != "step"},
         }
 
+    def mean_shift(self, stream: str = DEFAULT_STREAM) -> float:
+        """How far the means this stream normalises with have moved from training: per BN layer the channel
+        mean of |mean in use - training mean| / training std, averaged over layers (0 for an unknown stream)."""
+        st = self._streams.get(stream)
+        if st is None or st.mixed is None:
+            return 0.0
+        moved = (st.mixed[0] - self._source[0]).abs() / (self._source[1] + self._eps).sqrt()
+        per_layer = torch.zeros(len(self.layers), device=moved.device).index_add_(0, self._layer_of, moved)
+        sizes = torch.bincount(self._layer_of, minlength=len(self.layers)).to(moved.dtype)
+        return float((per_layer / sizes).mean())
+
     def reset(self, stream: str | None = None) -> None:
         """Forget ``stream`` (all streams if None): it restarts from the training statistics (alpha 0)."""
         if stream is None:

@@ -201,6 +201,8 @@ class StreamStates:
         return self.settings()["adapter"]
 
     def _shift(self, stream: str) -> float:
+        if self._reports_streams and hasattr(self.adapter, "mean_shift"):
+            return self.adapter.mean_shift(stream)
         if not self.stateful or self._reports_streams or stream not in self.adapter._streams:
             return 0.0
         shifts = []

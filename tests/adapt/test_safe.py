@@ -444,3 +444,16 @@ def test_var_mix_zero_moves_the_means_and_keeps_the_training_variances(net):
     first = adapter._slices["1"]
     assert torch.equal(mixed[0, first], plain._streams["cam"].mixed[0, first])
     assert not torch.equal(mixed[0], source[0])
+
+
+def test_mean_shift_is_zero_until_the_stream_adapts_and_grows_with_the_shift(net):
+    adapter = SafeFaceBN(net, **SETTINGS)
+    assert adapter.mean_shift("cam") == 0.0  # unknown stream
+    adapter(shifted(3, seed=0), stream="cam")
+    assert adapter.mean_shift("cam") == 0.0  # below min_faces: the training statistics, exactly
+    for s in range(1, 8):
+        adapter(shifted(8, seed=s), stream="cam")
+    moved = adapter.mean_shift("cam")
+    assert moved > 0.0
+    adapter.reset("cam")
+    assert adapter.mean_shift("cam") == 0.0

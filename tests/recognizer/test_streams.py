@@ -102,3 +102,14 @@ def test_stream_names_are_checked(recognizer, crops):
     for bad in ("", "   ", "x" * 300):
         with pytest.raises(ConfigError, match="stream is named"):
             recognizer.represent(crops[0], cropped=True, stream=bad)
+
+
+def test_a_safe_stream_reports_how_far_it_moved(student_file, crops):
+    """facebn-safe keeps its own per-stream account; its shift is read from the statistics it normalises with."""
+    safe = aird.load(student_file, adapt="facebn-safe", min_faces=2, delay=0, prior=1.0)
+    assert safe.streams.show("camera-1").shift == 0.0
+    for _ in range(2):
+        safe.represent(crops, cropped=True, stream="camera-1")
+    info = safe.streams.show("camera-1")
+    assert info.details["evidence"] >= 2 and info.details["alpha"] > 0 and "gate" in info.details
+    assert info.shift > 0 and safe.streams.show("camera-2").shift == 0.0
