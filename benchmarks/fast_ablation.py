@@ -76,7 +76,7 @@ def main(argv: list[str] | None = None) -> int:
         print(f"fast_ablation.py: error: {exc}", file=sys.stderr)
         return 2
     lines = [
-        "# The fast student's ablation (bridge-distilled from the shipped student)\n",
+        "# The fast student's ablation (`lr_resnet` and its variants)\n",
         f"Reproduce: `python benchmarks/fast_ablation.py {shlex.join(argv)}` after the runs its docstring lists. "
         "LFW: all 6,000 pairs, 10-fold accuracy and TAR at FAR 1e-3 (%); ORL: rank-1 (%) of 16 px probes "
         "against one HR photo per person (the gallery embedded by the same student, from the aligned chip), the "

@@ -173,6 +173,16 @@ class FaceBN:
             stats[name] = (mean.to(train_mean.dtype), var.to(train_var.dtype))
         self._streams[stream] = stats
 
+    def mean_shift(self, stream: str = DEFAULT_STREAM) -> float:
+        """How far ``stream``'s kept means have moved from training: per BN layer the channel mean of
+        |kept mean - training mean| / training std, averaged over layers (0 where nothing is kept)."""
+        shifts = []
+        for name, (mean, _var) in self._streams.get(stream, {}).items():
+            bn = self.layers[name]
+            std = (bn.running_var.float() + bn.eps).sqrt()
+            shifts.append(((mean.float() - bn.running_mean.float()).abs() / std).mean())
+        return float(torch.stack(shifts).mean()) if shifts else 0.0
+
     def reset(self, stream: str | None = None) -> None:
         """Forget the adapted statistics of ``stream`` (all streams if None): ema restarts from training statistics."""
         if stream is None:

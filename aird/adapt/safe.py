@@ -12,8 +12,9 @@ and the memory's, weighted by how many distinct faces the memory holds:
   frame) is merged into that slot instead of taking a new one, so a burst of one person counts once;
 - ``alpha = alpha_max * K / (K + prior)`` for the K distinct faces in memory (0 below ``min_faces``), in
   the layers from ``skip`` to ``depth`` of the way through the network, each scaled by its divergence gate:
-  the share of the memory's departure from the training means that sampling noise does not explain (an
-  in-domain stream keeps its training statistics); only the means move unless ``var_mix`` > 0;
+  the share of the memory's departure from the training means that sampling noise does not explain (a
+  stream that differs from training only by noise keeps its training statistics); only the means move
+  unless ``var_mix`` > 0;
 - non-finite and constant (black, blank) frames, and faces whose statistics lie far outside the
   memory's, are rejected: they are embedded, but never enter the memory;
 - when most of the recent faces are such outliers the input distribution has jumped: the memory is
@@ -176,6 +177,9 @@ class SafeFaceBN:
         self._adapted = torch.cat([torch.full((s,), float(first <= i < stop)) for i, s in enumerate(sizes)]).to(device)
         self._adapted_layer = torch.tensor([first <= i < stop for i in range(len(sizes))], device=device)
         self._layer_of = torch.cat([torch.full((s,), i, dtype=torch.int64) for i, s in enumerate(sizes)]).to(device)
+        self._layer_size = torch.tensor(sizes, dtype=torch.float64, device=device)
+        # How far each moment moves, as a share of alpha * gate: the means fully, the variances by var_mix.
+        self._moment_weight = torch.tensor([[1.0], [self.var_mix]], device=device)
         # Each layer weighs the same in a face's shift score, whatever its width.
         self._layer_weight = torch.cat([torch.full((s,), 1.0 / (s * len(sizes))) for s in sizes]).to(device)
         self._eps = torch.cat([torch.full((s,), float(bn.eps)) for s, bn in zip(sizes, self.layers.values())]).to(
@@ -234,9 +238,7 @@ class SafeFaceBN:
         if st is None or st.mixed is None:
             return 0.0
         moved = (st.mixed[0] - self._source[0]).abs() / (self._source[1] + self._eps).sqrt()
-        per_layer = torch.zeros(len(self.layers), device=moved.device).index_add_(0, self._layer_of, moved)
-        sizes = torch.bincount(self._layer_of, minlength=len(self.layers)).to(moved.dtype)
-        return float((per_layer / sizes).mean())
+        return float(self._layer_mean(moved).mean())
 
     def reset(self, stream: str | None = None) -> None:
         """Forget ``stream`` (all streams if None): it restarts from the training statistics (alpha 0)."""
@@ -360,9 +362,7 @@ class SafeFaceBN:
         if self.gate > 0:
             st.gates = self._divergence_gates(target_mean, between, k)
             weight = weight * st.gates[self._layer_of]
-        # Variances move by var_mix of what the means move (0: the training variances stay).
-        weight = weight * torch.tensor([[1.0], [self.var_mix]], device=weight.device)
-        st.mixed = self._source + st.alpha * weight * (target - self._source)
+        st.mixed = self._source + st.alpha * self._moment_weight * weight * (target - self._source)
         # The yardstick of the outlier test: how far faces' channel means spread around the memory's mean,
         # floored at a hundredth of the channel's variance so that a channel every face leaves at zero
         # (a dead unit) cannot make one face an outlier on its own.
@@ -376,12 +376,14 @@ class SafeFaceBN:
         the channel mean of b^2 / (K var_train), the variance of a K-face mean. An in-domain stream, whose
         memory differs from training only by noise, keeps its training statistics."""
         var = self._source[1].double() + self._eps.double()
-        n_layers = len(self.layers)
-        divergence = torch.zeros(n_layers, dtype=torch.float64, device=var.device)
-        noise = torch.zeros_like(divergence)
-        divergence.index_add_(0, self._layer_of, (target_mean - self._source[0].double()) ** 2 / var)
-        noise.index_add_(0, self._layer_of, between / (k * var))
+        divergence = self._layer_mean((target_mean - self._source[0].double()) ** 2 / var)
+        noise = self._layer_mean(between / (k * var))
         return (1 - self.gate * noise / divergence.clamp(min=1e-12)).clamp(0.0, 1.0).float()
+
+    def _layer_mean(self, values: torch.Tensor) -> torch.Tensor:
+        """(C,) per-channel values -> (L,) their mean over each BN layer's channels (float64)."""
+        sums = torch.zeros(len(self._layer_size), dtype=torch.float64, device=values.device)
+        return sums.index_add_(0, self._layer_of, values.double()) / self._layer_size
 
     def _normalise(self, name: str, bn: _BatchNorm, x: torch.Tensor) -> torch.Tensor:
         if self._mix is None:

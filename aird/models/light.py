@@ -110,8 +110,9 @@ def _lr_resnet(input_size: int = 16) -> nn.Module:
     return ResLRNet(input_size)
 
 
-# Two larger fast-student candidates, each within the speed budget (at least 2,000 faces/s at batch 64 on 2 cores):
-# capacity where the face is 4x4 and 2x2 px, in width or in depth (docs/results/fast-ablation.md measures them).
+# Two larger fast-student candidates: capacity where the face is 4x4 and 2x2 px, in width or in depth. Neither
+# gained accuracy (docs/results/fast-ablation.md); timed as trained students the wide one falls below the
+# 2,000 faces/s bar (docs/results/fast-candidates/students.md).
 @register_model("lr_resnet_wide", (16, 16))
 def _lr_resnet_wide(input_size: int = 16) -> nn.Module:
     return ResLRNet(input_size, widths=(32, 64, 192, 384))
