@@ -28,12 +28,28 @@ class StudentConfig:
     # "train": BN normalises with each batch's statistics while training (and tracks LR running stats);
     # "frozen": BN keeps the restored HR statistics, so training starts from the teacher's exact function.
     bn: str = "train"
+    # Progressive resizing: the side the student reads in each of the first epochs (epoch i reads
+    # progressive[i]; later epochs read input_size). A teacher-initialised network can start near the side
+    # its weights were trained at and shrink towards input_size, instead of meeting the small side at once.
+    progressive: list[int] | None = None
 
     def __post_init__(self) -> None:
         MODELS.check(self.model, "student.model")
         lo, hi = INPUT_SIZES[self.model]
         require("student.input_size", self.input_size, lo <= self.input_size <= hi, f"in {lo}..{hi} for {self.model}")
         require("student.bn", self.bn, self.bn in ("train", "frozen"), "'train' or 'frozen'")
+        for i, side in enumerate(self.progressive or []):
+            require(
+                f"student.progressive[{i}]",
+                side,
+                isinstance(side, int) and lo <= side <= hi,
+                f"in {lo}..{hi} for {self.model}",
+            )
+
+    def side_at(self, epoch: int) -> int:
+        """The side the student reads in ``epoch`` (0-based)."""
+        sides = self.progressive or []
+        return sides[epoch] if epoch < len(sides) else self.input_size
 
 
 @dataclass

@@ -239,10 +239,15 @@ class Trainer:
         else:
             self.opt = torch.optim.AdamW(params, lr=t.lr, weight_decay=t.weight_decay)
         self.base_lrs = [g["lr"] for g in self.opt.param_groups]
-        self.degradation = cfg.degradation.build(cfg.student.input_size, t.seed)
         self.bridge = self._bridge_student()
+        # One synthesis per side the student reads (student.progressive), all with the same seed: a face's
+        # degradation in an epoch does not depend on the side it is then up-sampled to.
+        self.degradations = {
+            side: cfg.degradation.build(side, t.seed)
+            for side in {*(cfg.student.progressive or []), cfg.student.input_size}
+        }
         if self.bridge is not None:  # native LR faces: each network resizes them to its own side
-            self.degradation = dataclasses.replace(self.degradation, up=None)
+            self.degradations = {s: dataclasses.replace(d, up=None) for s, d in self.degradations.items()}
         self.steps_per_epoch = len(data) // t.batch_size
         if self.steps_per_epoch == 0:
             raise TrainingError(f"{len(data)} training faces are fewer than one batch of {t.batch_size}")
@@ -337,19 +342,21 @@ class Trainer:
             )
             chips = np.where(flips[:, None, None, None], chips[:, :, ::-1], chips)
         keys = [f"{self.data.digests[i]}:{epoch}" for i in idx]
+        side = self.cfg.student.side_at(epoch)
+        degradation = self.degradations[side]
         if self.bridge is not None:  # native faces of several sides: a list, not one array
-            return self._bridge_batch([self.degradation(c, k) for c, k in zip(chips, keys)], self.labels[idx])
-        lr = self.degradation.batch(chips, keys)
+            lr_faces = [degradation(c, k) for c, k in zip(chips, keys)]
+            return self._bridge_batch(lr_faces, self.labels[idx], side)
+        lr = degradation.batch(chips, keys)
         f_t = torch.where(torch.from_numpy(flips)[:, None], self.teacher_flip[idx], self.teacher[idx])
         return faces_to_tensor(lr), f_t, self.labels[idx]
 
     @torch.no_grad()
     def _bridge_batch(
-        self, lr: list[np.ndarray], labels: torch.Tensor
+        self, lr: list[np.ndarray], labels: torch.Tensor, size: int
     ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
-        """Both networks read the same (already mirrored) LR faces, each at its own side."""
+        """Both networks read the same (already mirrored) LR faces, each at its own side (the student at ``size``)."""
         model, side = self.bridge
-        size = self.cfg.student.input_size
         x_t = faces_to_tensor(np.stack([to_network_input(f, side) for f in lr])).to(self.device)
         with torch.autocast(self.device.type, enabled=self.amp):
             f_t = model(x_t).float().cpu()

@@ -41,6 +41,10 @@ INPUT_SIZE = 150
 EMBEDDING_DIM = 128
 # Smallest input at which level0's stride-2 3x3 convolution still has a 3x3 input (dlib itself takes 150).
 MIN_INPUT_SIZE = 103
+# The side an LR face is up-sampled to for ``dlib_resnet_lr`` (16 px faces, twice): its feature maps are then
+# 8 -> 4 -> 2 -> 1 px, so it runs about as fast as ``lr_resnet`` at 16 px (docs/method.md, the fast student).
+LR_INPUT_SIZE = 32
+LR_INPUT_SIZES = (24, 96)
 # (name, channels, residual blocks, first block down-samples), input side first.
 LEVELS = (
     ("level4", 32, 3, False),
@@ -91,17 +95,23 @@ def _same_padding(size: int, stride: int) -> int:
     return 0 if stride != 1 else size // 2
 
 
+def _padding(size: int, stride: int, lr: bool) -> int:
+    # The LR variant pads every convolution and pool by half its window, so that maps of 1-4 px survive.
+    return size // 2 if lr else _same_padding(size, stride)
+
+
 class ResBlock(nn.Module):
     """``ares`` / ``ares_down``: relu(block(x) + shortcut(x)), added the dlib way."""
 
-    def __init__(self, in_channels: int, channels: int, downsample: bool):
+    def __init__(self, in_channels: int, channels: int, downsample: bool, lr: bool = False):
         super().__init__()
         stride = 2 if downsample else 1
-        self.conv1 = nn.Conv2d(in_channels, channels, 3, stride, _same_padding(3, stride))
+        self.conv1 = nn.Conv2d(in_channels, channels, 3, stride, _padding(3, stride, lr))
         self.bn1 = Affine(channels)
         self.conv2 = nn.Conv2d(channels, channels, 3, 1, _same_padding(3, 1))
         self.bn2 = Affine(channels)
-        self.shortcut: nn.Module = nn.AvgPool2d(2, 2) if downsample else nn.Identity()
+        # ceil_mode in the LR variant: a 1 px map stays 1 px instead of vanishing.
+        self.shortcut: nn.Module = nn.AvgPool2d(2, 2, ceil_mode=lr) if downsample else nn.Identity()
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         y = self.bn2(self.conv2(F.relu(self.bn1(self.conv1(x)))))
@@ -112,29 +122,37 @@ class DlibResNet(nn.Module):
     """The port. Input (N, 3, H, W) RGB pixels 0..255 (float or uint8); output (N, 128), as dlib (not re-normalised).
 
     Any input of at least MIN_INPUT_SIZE (103) pixels a side works; dlib itself takes 150x150 chips.
+
+    ``lr=True`` builds the LR variant: the same layers and weights, but every strided convolution and pool
+    padded by half its window, so that a 32 px input (a 16 px face up-sampled twice) still reaches level0.
+    It computes a different function from dlib's, so it is a starting point to be trained, not the teacher.
     """
 
-    def __init__(self) -> None:
+    def __init__(self, lr: bool = False) -> None:
         super().__init__()
+        self.lr = lr
         self.register_buffer("input_mean", torch.zeros(3))
         self.stem = nn.Sequential(
             OrderedDict(
-                conv=nn.Conv2d(3, STEM_CHANNELS, 7, 2, _same_padding(7, 2)),
+                conv=nn.Conv2d(3, STEM_CHANNELS, 7, 2, _padding(7, 2, lr)),
                 bn=Affine(STEM_CHANNELS),
                 relu=nn.ReLU(),
-                pool=nn.MaxPool2d(3, 2, _same_padding(3, 2)),
+                pool=nn.MaxPool2d(3, 2, _padding(3, 2, lr)),
             )
         )
         levels, channels = OrderedDict(), STEM_CHANNELS
         for name, out, blocks, down in LEVELS:
+            # In the LR variant level0 keeps its map (already 1 px at 32 px input): a strided 3x3 convolution
+            # of a 1 px map gave NaN weight gradients under CPU bfloat16 autocast (torch 2.13, oneDNN).
+            down = down and not (lr and name == "level0")
             levels[name] = nn.Sequential(
-                *(ResBlock(channels if b == 0 else out, out, down and b == 0) for b in range(blocks))
+                *(ResBlock(channels if b == 0 else out, out, down and b == 0, lr) for b in range(blocks))
             )
             channels = out
         self.levels = nn.Sequential(levels)
         self.fc = nn.Linear(channels, EMBEDDING_DIM, bias=False)
         # The chip size dlib was trained on (embedders resize other chips to it).
-        self.input_size = INPUT_SIZE
+        self.input_size = LR_INPUT_SIZE if lr else INPUT_SIZE
         # Euclidean distance below which dlib calls two descriptors the same person (from the loss layer).
         self.distance_threshold = 0.6
         self.source_sha256 = ""
@@ -142,9 +160,10 @@ class DlibResNet(nn.Module):
     def normalize_input(self, x: torch.Tensor) -> torch.Tensor:
         if x.ndim != 4 or x.shape[1] != 3:
             raise ValueError(f"expected an (N, 3, H, W) RGB batch, got shape {tuple(x.shape)}")
-        if min(x.shape[2:]) < MIN_INPUT_SIZE:
+        smallest = LR_INPUT_SIZES[0] if self.lr else MIN_INPUT_SIZE
+        if min(x.shape[2:]) < smallest:
             raise ValueError(
-                f"input {tuple(x.shape[2:])} is too small: the face ResNet needs at least {MIN_INPUT_SIZE} px a side"
+                f"input {tuple(x.shape[2:])} is too small: the face ResNet needs at least {smallest} px a side"
             )
         if x.dtype == torch.uint8:
             x = x.float()
@@ -157,8 +176,8 @@ class DlibResNet(nn.Module):
         return self.fc(x.mean(dim=(2, 3)))
 
     @classmethod
-    def from_dlib_net(cls, net: DlibNet) -> "DlibResNet":
-        model = cls()
+    def from_dlib_net(cls, net: DlibNet, lr: bool = False) -> "DlibResNet":
+        model = cls(lr)
         model._load_records(net)
         return model.eval()
 
@@ -262,10 +281,11 @@ def _load_params(module: nn.Module, rec: LayerRecord, where: str) -> None:
         raise TypeError(f"no weights to load into {type(module).__name__}")
 
 
-def load_dlib_resnet(path: str | Path | None = None, cache: bool = True) -> DlibResNet:
-    """The exact port of a dlib face ResNet file (default: the one face_recognition_models ships), in eval mode."""
+def load_dlib_resnet(path: str | Path | None = None, cache: bool = True, lr: bool = False) -> DlibResNet:
+    """The exact port of a dlib face ResNet file (default: the one face_recognition_models ships), in eval mode;
+    ``lr=True``: its weights in the LR variant (see :class:`DlibResNet`)."""
     path = Path(path) if path is not None else default_dat_path()
-    return DlibResNet.from_dlib_net(load_dlib_net(path, face_resnet_layout(), cache=cache))
+    return DlibResNet.from_dlib_net(load_dlib_net(path, face_resnet_layout(), cache=cache), lr)
 
 
 def chips_to_tensor(chips: np.ndarray) -> torch.Tensor:
@@ -294,3 +314,13 @@ def _dlib_resnet_bn(path: str | Path | None = None, stats: str | Path | None = N
 
     bn_stats, _ = load_bn_stats(stats or BN_STATS_ASSET)
     return batchnorm_from_stats(load_dlib_resnet(path), bn_stats)
+
+
+@register_model("dlib_resnet_lr", LR_INPUT_SIZES)
+def _dlib_resnet_lr(path: str | Path | None = None, stats: str | Path | None = None) -> nn.Module:
+    """``dlib_resnet_bn``'s weights in the LR variant (32 px input): a teacher-initialised fast student. Not
+    registered as trained: at this input size it must be distilled before it embeds faces."""
+    from aird.models.bn_restore import BN_STATS_ASSET, batchnorm_from_stats, load_bn_stats
+
+    bn_stats, _ = load_bn_stats(stats or BN_STATS_ASSET)
+    return batchnorm_from_stats(load_dlib_resnet(path, lr=True), bn_stats)

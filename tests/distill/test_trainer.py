@@ -244,12 +244,12 @@ def test_bridge_student_gives_f_t_of_the_same_lr_face_and_stays_frozen(tmp_path)
     settings = tiny_settings(tmp_path / "run", student={"model": "lr_resnet", "input_size": 16}, max_steps=2)
     settings["bridge"] = {"student": str(bridge_file)}
     trainer = make_trainer(from_dict(ExperimentConfig, settings), synthetic_set(), tmp_path / "run")
-    assert trainer.degradation.up is None  # native LR faces, each network resizes them itself
+    assert all(d.up is None for d in trainer.degradations.values())  # native LR faces, each network resizes them itself
 
     # Faces of two sides, as the training degradation draws them.
     rng = np.random.default_rng(0)
     faces = [rng.integers(0, 255, (s, s, 3), dtype=np.uint8) for s in (12, 16, 20, 8)]
-    x, f_t, _ = trainer._bridge_batch(faces, torch.zeros(4, dtype=torch.long))
+    x, f_t, _ = trainer._bridge_batch(faces, torch.zeros(4, dtype=torch.long), 16)
     assert torch.equal(x, faces_to_tensor(np.stack([to_network_input(f, 16) for f in faces])))
     with torch.no_grad():
         expected = bridge(faces_to_tensor(np.stack([to_network_input(f, 20) for f in faces])))
@@ -264,6 +264,26 @@ def test_bridge_student_gives_f_t_of_the_same_lr_face_and_stays_frozen(tmp_path)
     assert torch.equal(seen[0][0], batch0[0]) and torch.equal(seen[0][1], batch0[1])
     for k, v in trainer.bridge[0].state_dict().items():
         assert torch.equal(v, before[k]), k
+
+
+def test_progressive_resizing_reads_each_epochs_side(tmp_path):
+    """student.progressive: epoch i reads progressive[i], later epochs input_size; the face's degradation
+    (its LR side, kernel, noise) is the same whatever side it is then up-sampled to."""
+    settings = tiny_settings(tmp_path, student={"model": "dlib_resnet_lr", "input_size": 24, "progressive": [48, 32]})
+    cfg = from_dict(ExperimentConfig, settings)
+    assert [cfg.student.side_at(e) for e in range(4)] == [48, 32, 24, 24]
+    trainer = make_trainer(cfg, synthetic_set(), tmp_path)
+    assert [trainer._batch(e, 0)[0].shape[-1] for e in range(3)] == [48, 32, 24]
+    assert sorted(trainer.degradations) == [24, 32, 48]
+    assert {d.seed for d in trainer.degradations.values()} == {cfg.train.seed}
+    trainer.fit()  # a step at each side trains (tiny_settings' max_steps)
+    assert trainer.step > 0
+
+
+def test_progressive_sides_are_checked_at_load(tmp_path):
+    settings = tiny_settings(tmp_path, student={"model": "dlib_resnet_lr", "input_size": 32, "progressive": [150]})
+    with pytest.raises(ConfigError, match=r"student.progressive\[0\].*24..96"):
+        from_dict(ExperimentConfig, settings)
 
 
 def test_bridge_to_a_missing_student_fails_at_load(tmp_path):

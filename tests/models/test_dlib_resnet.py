@@ -159,3 +159,21 @@ def test_onnx_export_matches_onnxruntime(port, tmp_path):
     assert onnx_max_abs_diff(port, path, x) < 1e-4
     assert onnx_max_abs_diff(port, path, x[:1]) < 1e-4  # batch axis is dynamic
     assert not port.training
+
+
+def test_lr_variant_carries_dlibs_weights_and_reaches_level0_at_32px():
+    """dlib_resnet_lr: the same tensors as dlib_resnet_bn (a teacher-initialised start), padded so that a
+    32 px input keeps a map at every level; its level0 does not down-sample a 1 px map."""
+    lr, bn = get_model("dlib_resnet_lr"), get_model("dlib_resnet_bn")
+    mine, theirs = lr.state_dict(), bn.state_dict()
+    assert mine.keys() == theirs.keys()
+    assert all(torch.equal(mine[k], theirs[k]) for k in mine)
+    assert lr.input_size == 32 and bn.input_size == 150
+    sides = []
+    for level in lr.levels:
+        level.register_forward_hook(lambda m, i, o: sides.append(o.shape[-1]))
+    with torch.no_grad():
+        y = lr.eval()(torch.rand(2, 3, 32, 32) * 255)
+    assert sides == [8, 4, 2, 1, 1] and y.shape == (2, 128) and torch.isfinite(y).all()
+    with pytest.raises(ValueError, match="at least 24 px"):
+        lr(torch.zeros(1, 3, 20, 20))
