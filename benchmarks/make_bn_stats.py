@@ -38,6 +38,17 @@ def held_out_faces(lfw: LFW, seed: int) -> list[Path]:
     return [firsts[i] for i in order]
 
 
+def provenance(model, n_images: int, seed: int) -> dict[str, object]:
+    """What an asset measured on these faces records about them (also make_teacher_anchor.py's)."""
+    return {
+        "n_images": n_images,
+        "seed": seed,
+        "dat_sha256": model.source_sha256,
+        "faces": "LFW deep-funneled: first image of each person absent from pairs.txt; dlib 5-point chips, "
+        "150 px, padding 0.25",
+    }
+
+
 def detected_chips(paths: list[Path], count: int) -> np.ndarray:
     """Align in chunks until ``count`` faces were detected (or the images run out)."""
     chips: list[np.ndarray] = []
@@ -50,13 +61,18 @@ def detected_chips(paths: list[Path], count: int) -> np.ndarray:
     return np.stack(chips[:count])
 
 
-def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+def held_out_parser(doc: str | None, out: Path) -> argparse.ArgumentParser:
+    """The options of a script that measures an asset on the held-out faces (also make_teacher_anchor.py's)."""
+    parser = argparse.ArgumentParser(description=doc, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--data-root", default=None, help="folder holding lfw/ (default: AIRD_DATA or ../shared/data)")
     parser.add_argument("--count", type=int, default=1000, help="faces to measure on")
     parser.add_argument("--seed", type=int, default=0)
-    parser.add_argument("--out", type=Path, default=BN_STATS_ASSET)
-    args = parser.parse_args(argv)
+    parser.add_argument("--out", type=Path, default=out)
+    return parser
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = held_out_parser(__doc__, BN_STATS_ASSET).parse_args(argv)
 
     lfw = LFW(data_root(args.data_root))
     paths = held_out_faces(lfw, args.seed)
@@ -70,14 +86,7 @@ def main(argv: list[str] | None = None) -> int:
     t0 = time.perf_counter()
     stats = measure_affine_inputs(model, x, batch_size=32)
     print(f"measured {len(stats)} affine layers in {time.perf_counter() - t0:.0f} s")
-    save_bn_stats(
-        args.out,
-        stats,
-        n_images=len(chips),
-        seed=args.seed,
-        dat_sha256=model.source_sha256,
-        faces="LFW deep-funneled: first image of each person absent from pairs.txt; dlib 5-point chips, 150 px, padding 0.25",
-    )
+    save_bn_stats(args.out, stats, **provenance(model, len(chips), args.seed))
     print(f"wrote {args.out} ({args.out.stat().st_size / 1024:.1f} KiB)")
 
     # The restored model, from the file just written, must compute the same function in eval mode.

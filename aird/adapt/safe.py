@@ -18,7 +18,13 @@ and the memory's, weighted by how many distinct faces the memory holds:
 - non-finite and constant (black, blank) frames, and faces whose statistics lie far outside the
   memory's, are rejected: they are embedded, but never enter the memory;
 - when most of the recent faces are such outliers the input distribution has jumped: the memory is
-  cleared (alpha returns to 0) and the stream adapts to the new distribution from scratch.
+  cleared (alpha returns to 0) and the stream adapts to the new distribution from scratch;
+- which layers adapt is chosen per stream (``select``): every ``select_every``-th distinct face is also
+  embedded with each candidate's statistics (no adaptation, or the layers from each candidate start to
+  ``depth``), and the stream uses the candidate whose mean embedding over the last ``select_window`` such
+  faces points closest to the teacher's anchor (the mean direction of the teacher's HR embeddings of
+  training faces, which a distilled student's embeddings aim at). A stream whose adaptation would move
+  its faces away from the teacher's space keeps its training statistics.
 
 Formulas, defaults and the prior work they come from: docs/facebn.md ("facebn-safe").
 """
@@ -27,17 +33,23 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field
 from functools import partial
-from typing import Any, Mapping
+from pathlib import Path
+from typing import Any, Mapping, Sequence
 
+import numpy as np
 import torch
 import torch.nn.functional as F
 from torch import nn
 from torch.nn.modules.batchnorm import _BatchNorm
 
 from aird.adapt.facebn import ADAPTERS, DEFAULT_STREAM, batchnorm_layers, frozen_copy
-from aird.errors import ConfigError
+from aird.errors import ConfigError, ModelFileError
+from aird.io import atomic_path
 
 NAME = "facebn-safe"
+# The teacher's anchor: the mean direction of dlib's HR embeddings of training faces
+# (benchmarks/make_teacher_anchor.py).
+TEACHER_ANCHOR = Path(__file__).resolve().parents[1] / "models" / "assets" / "dlib_teacher_anchor.npz"
 # Counters a stream keeps (ints in its state; all but the clock "step" in stream_info).
 COUNTERS = ("seen", "accepted", "merged", "rejected_invalid", "rejected_outlier", "resets", "step")
 SETTINGS = (
@@ -57,6 +69,11 @@ SETTINGS = (
     "min_history",
     "jump_window",
     "jump_fraction",
+    "select",
+    "select_every",
+    "select_window",
+    "select_min",
+    "select_z",
 )
 MAD_TO_STD = 1.4826  # median absolute deviation of a normal distribution -> its standard deviation
 MIN_SPREAD = 0.05  # floor on the robust spread of log shift scores (a 5% change is never an outlier by itself)
@@ -79,18 +96,24 @@ class _Stream:
     history: torch.Tensor  # (H,): log shift scores of the last accepted faces (ring)
     window: torch.Tensor  # (J,) bool: whether each of the last valid, distinct faces was an outlier (ring)
     window_sig: torch.Tensor  # (J, D): the unit embedding of each outlier in the window (zeros elsewhere)
+    probe_emb: torch.Tensor  # (W, K, D): unit embeddings of the last probed faces under each of the K candidates
+    probe_sig: torch.Tensor  # (W, D): their unit embeddings as served (a probed face is never probed twice)
     n_history: int = 0
     n_window: int = 0
+    n_probed: int = 0  # distinct faces probed so far (ring position in probe_*)
+    n_distinct: int = 0  # distinct faces seen since the memory started (every select_every-th is probed)
+    choice: int = 0  # index of the candidate in use (SafeFaceBN.options)
     counters: dict[str, int] = field(default_factory=lambda: dict.fromkeys(COUNTERS, 0))
     # Derived from the memory by _refresh (not saved):
     mixed: torch.Tensor | None = None  # (2, C): the mean and variance the next batch is normalised with
     reference: torch.Tensor | None = None  # (2, C): memory mean and spread of faces' means; None below min_faces
     alpha: float = 0.0
     gates: torch.Tensor | None = None  # (L,): each layer's divergence gate in [0, 1] (1 without a gate)
+    mixes: torch.Tensor | None = None  # (K, 2, C): the statistics each candidate would normalise with
 
     def tensors(self) -> dict[str, torch.Tensor]:
         names = ("slot_count", "slot_last", "slot_sig", "slot_mean", "slot_var", "pending_sig")
-        names += ("pending_mean", "pending_var", "history", "window", "window_sig")
+        names += ("pending_mean", "pending_var", "history", "window", "window_sig", "probe_emb", "probe_sig")
         return {n: getattr(self, n) for n in names}
 
 
@@ -122,7 +145,14 @@ class SafeFaceBN:
         min_history: int = 16,
         jump_window: int = 16,
         jump_fraction: float = 0.5,
+        select: Sequence[float] = (0.0, 0.25, 0.5),
+        select_every: int = 4,
+        select_window: int = 32,
+        select_min: int = 8,
+        select_z: float = 2.0,
+        anchor: torch.Tensor | np.ndarray | None = None,
     ):
+        select = tuple(float(v) for v in select)
         checks = {
             "prior": prior > 0,
             "alpha_max": 0.0 <= alpha_max <= 1.0,
@@ -140,6 +170,11 @@ class SafeFaceBN:
             "min_history": 2 <= min_history <= history,
             "jump_window": jump_window >= 1,
             "jump_fraction": 0.0 < jump_fraction <= 1.0,
+            "select": all(0.0 <= v < depth for v in select) and len(set(select)) == len(select),
+            "select_every": select_every >= 1,
+            "select_window": select_window >= 1,
+            "select_min": 1 <= select_min <= select_window,
+            "select_z": select_z >= 0.0,
         }
         bad = [k for k, ok in checks.items() if not ok]
         if bad:
@@ -154,6 +189,15 @@ class SafeFaceBN:
             int(member_cap),
         )
         self.history, self.min_history, self.jump_window = int(history), int(min_history), int(jump_window)
+        self.select, self.select_every = select, int(select_every)
+        self.select_window, self.select_min, self.select_z = int(select_window), int(select_min), float(select_z)
+        # The candidates' first adapted layer (as a fraction of the depth; None: no layer adapts). Without
+        # ``select`` the one candidate is ``skip``.
+        self.options: list[float | None] = [None, *select] if select else [self.skip]
+        self._anchor_source = "teacher" if anchor is None else "custom"
+        self.anchor = F.normalize(
+            torch.as_tensor(load_anchor()[0] if anchor is None else anchor).float().flatten(), dim=0
+        )
         self.model = frozen_copy(model)
         self.layers = batchnorm_layers(self.model)
         for name, bn in self.layers.items():
@@ -168,14 +212,19 @@ class SafeFaceBN:
                 torch.cat([bn.running_var.float() for bn in self.layers.values()]),
             ]
         )
-        # Only the layers from ``skip`` to ``depth`` of the way through (in the order the model registers them:
-        # the forward order of a plain network) adapt; the shallowest and the deepest keep their training
-        # statistics (docs/facebn.md, "skip" and "depth": on the shipped student the shallowest layers' adaptation
-        # cost points under low light and sensor noise, the deepest layers' under a drifting shift).
-        first = min(int(self.skip * len(sizes) + 0.5), len(sizes) - 1)
-        stop = max(first + 1, int(self.depth * len(sizes) + 0.5))
-        self._adapted = torch.cat([torch.full((s,), float(first <= i < stop)) for i, s in enumerate(sizes)]).to(device)
-        self._adapted_layer = torch.tensor([first <= i < stop for i in range(len(sizes))], device=device)
+        # Each candidate adapts the layers from its start to ``depth`` of the way through (in the order the model
+        # registers them: the forward order of a plain network); the deepest keep their training statistics
+        # (docs/facebn.md, "depth": on the shipped student the deepest layers' adaptation cost points under a
+        # drifting shift), and which shallow layers join is the stream's choice (``select``).
+        layer_masks = []
+        for start in self.options:
+            first = min(int(start * len(sizes) + 0.5), len(sizes) - 1) if start is not None else len(sizes)
+            stop = max(first + 1, int(self.depth * len(sizes) + 0.5))
+            layer_masks.append([first <= i < stop for i in range(len(sizes))])
+        self._layer_masks = torch.tensor(layer_masks, device=device)  # (K, L) bool
+        self._masks = torch.stack(
+            [torch.cat([torch.full((s,), float(on)) for s, on in zip(sizes, row)]) for row in layer_masks]
+        ).to(device)  # (K, C)
         self._layer_of = torch.cat([torch.full((s,), i, dtype=torch.int64) for i, s in enumerate(sizes)]).to(device)
         self._layer_size = torch.tensor(sizes, dtype=torch.float64, device=device)
         # How far each moment moves, as a share of alpha * gate: the means fully, the variances by var_mix.
@@ -227,6 +276,10 @@ class SafeFaceBN:
             "alpha": round(st.alpha, 6) if st else 0.0,
             # The mean divergence gate over the adapted layers (1.0 without a gate, 0.0 before any evidence).
             "gate": round(self._mean_gate(st), 6) if st else 0.0,
+            # The first adapted layer in use, as a fraction of the depth (None: no layer adapts, which is the
+            # choice until the stream has evidence and whenever no candidate brings it nearer the anchor).
+            "layers_from": self.options[st.choice] if st and st.alpha > 0 else None,
+            "probed": st.n_probed if st else 0,
             "pending": len(st.pending_mean) if st else 0,
             **{k: v for k, v in counters.items() if k != "step"},
         }
@@ -252,7 +305,8 @@ class SafeFaceBN:
 
         Per batch-norm layer ``<layer>.slot_mean``, ``<layer>.slot_var``, ``<layer>.pending_mean`` and
         ``<layer>.pending_var``; then ``slot_count``, ``slot_last``, ``slot_sig``, ``pending_sig``,
-        ``history``, ``window``, ``window_sig``, ``n_history``, ``n_window`` and the counters.
+        ``history``, ``window``, ``window_sig``, ``probe_emb``, ``probe_sig``, the ints of ``STREAM_INTS`` and
+        the counters.
         """
         out: dict[str, dict[str, Any]] = {}
         for stream, st in self._streams.items():
@@ -262,7 +316,8 @@ class SafeFaceBN:
                     d.update({f"{name}.{key}": t[:, sl].clone() for name, sl in self._slices.items()})
                 else:
                     d[key] = t.clone()
-            out[stream] = {**d, "n_history": st.n_history, "n_window": st.n_window, **st.counters}
+            ints = {k: getattr(st, k) for k in STREAM_INTS}
+            out[stream] = {**d, **ints, **st.counters}
         return out
 
     def load_state_dict(self, state: Mapping[str, Mapping[str, Any]]) -> None:
@@ -271,7 +326,7 @@ class SafeFaceBN:
         template = self._empty(0)
         for stream, d in state.items():
             expected = {f"{name}.{key}" for name in self.layers for key in CHANNEL_STATE}
-            expected |= set(template.tensors()) - set(CHANNEL_STATE) | {"n_history", "n_window", *COUNTERS}
+            expected |= set(template.tensors()) - set(CHANNEL_STATE) | {*STREAM_INTS, *COUNTERS}
             if set(d) != expected:
                 missing, unexpected = sorted(expected - set(d)), sorted(set(d) - expected)
                 raise ValueError(
@@ -288,28 +343,37 @@ class SafeFaceBN:
                     value = torch.cat(parts, dim=1)
                 else:
                     value = torch.as_tensor(d[key])
-                fixed = t.shape[0] if key.startswith(("slot_", "history", "window")) else None
+                fixed = t.shape[0] if key.startswith(("slot_", "history", "window", "probe_")) else None
                 if fixed is not None and value.shape[0] != fixed:
                     raise ValueError(
                         f"{NAME} stream {stream!r}: {key} holds {value.shape[0]} entries, this adapter "
-                        f"{fixed} (saved with other memory / history / jump_window settings)"
+                        f"{fixed} (saved with other memory / history / jump_window / select_window settings)"
+                    )
+                if key == "probe_emb" and value.shape[1] != len(self.options):
+                    raise ValueError(
+                        f"{NAME} stream {stream!r}: probe_emb holds {value.shape[1]} candidates, this adapter "
+                        f"{len(self.options)} (saved with other select settings)"
                     )
                 tensors[key] = value.to(t.device, t.dtype).clone()
             if len(tensors["pending_mean"]) > self.delay:
                 raise ValueError(f"{NAME} stream {stream!r} holds more pending faces than delay={self.delay}")
-            st = _Stream(
-                **tensors,
-                n_history=int(d["n_history"]),
-                n_window=int(d["n_window"]),
-                counters={k: int(d[k]) for k in COUNTERS},
-            )
+            st = _Stream(**tensors, **{k: int(d[k]) for k in STREAM_INTS}, counters={k: int(d[k]) for k in COUNTERS})
+            if not 0 <= st.choice < len(self.options):
+                raise ValueError(
+                    f"{NAME} stream {stream!r}: choice {st.choice} is not one of this adapter's candidates"
+                )
             self._refresh(st)
             streams[str(stream)] = st
         self._streams = streams
 
     def settings(self) -> dict[str, Any]:
         """What a result record needs to say how embeddings were adapted."""
-        return {"adapter": NAME, "bn_layers": len(self.layers), **{k: getattr(self, k) for k in SETTINGS}}
+        return {
+            "adapter": NAME,
+            "bn_layers": len(self.layers),
+            **{k: list(v) if isinstance(v, tuple) else v for k in SETTINGS for v in [getattr(self, k)]},
+            "anchor": self._anchor_source,
+        }
 
     # ------------------------------------------------------------------ internals
 
@@ -335,6 +399,8 @@ class SafeFaceBN:
             history=torch.zeros(self.history, device=dev),
             window=torch.zeros(self.jump_window, dtype=torch.bool, device=dev),
             window_sig=torch.zeros(self.jump_window, dim, device=dev),
+            probe_emb=torch.zeros(self.select_window, len(self.options), dim, device=dev),
+            probe_sig=torch.zeros(self.select_window, dim, device=dev),
         )
 
     def _forget(self, st: _Stream) -> None:
@@ -342,14 +408,14 @@ class SafeFaceBN:
         fresh = self._empty(st.slot_sig.shape[1])
         for key, t in fresh.tensors().items():
             setattr(st, key, t)
-        st.n_history = st.n_window = 0
+        st.n_history = st.n_window = st.n_probed = st.n_distinct = st.choice = 0
 
     def _refresh(self, st: _Stream) -> None:
         """Recompute the statistics the next batch uses from the memory: equal weight per distinct face (slot)."""
         occupied = st.slot_count > 0
         k = int(occupied.sum())
         st.alpha = self.alpha_max * k / (k + self.prior) if k >= self.min_faces else 0.0
-        st.mixed, st.reference, st.gates = self._source, None, None
+        st.mixed, st.reference, st.gates, st.mixes = self._source, None, None, None
         if k < self.min_faces:
             return
         means = st.slot_mean[occupied].double()
@@ -358,11 +424,12 @@ class SafeFaceBN:
         between = ((means - target_mean) ** 2).sum(0) / (k - 1)
         target_var = st.slot_var[occupied].double().mean(0) + between
         target = torch.stack([target_mean, target_var]).float()
-        weight = self._adapted
+        weight = self._masks  # (K, C): one row per candidate
         if self.gate > 0:
             st.gates = self._divergence_gates(target_mean, between, k)
             weight = weight * st.gates[self._layer_of]
-        st.mixed = self._source + st.alpha * self._moment_weight * weight * (target - self._source)
+        st.mixes = self._source + st.alpha * self._moment_weight * weight[:, None] * (target - self._source)
+        st.mixed = st.mixes[st.choice]
         # The yardstick of the outlier test: how far faces' channel means spread around the memory's mean,
         # floored at a hundredth of the channel's variance so that a channel every face leaves at zero
         # (a dead unit) cannot make one face an outlier on its own.
@@ -421,9 +488,11 @@ class SafeFaceBN:
             log_score = torch.log(z2.nan_to_num(nan=0.0, posinf=1e30) @ self._layer_weight + 1e-12)
         sig = F.normalize(out.detach().float().flatten(1), dim=1)
         if st.slot_sig.shape[1] != sig.shape[1]:  # the first faces of a stream: the embedding size is now known
-            st.slot_sig = torch.zeros(self.memory, sig.shape[1], device=sig.device)
-            st.pending_sig = torch.zeros(0, sig.shape[1], device=sig.device)
-            st.window_sig = torch.zeros(self.jump_window, sig.shape[1], device=sig.device)
+            fresh = self._empty(sig.shape[1])
+            for key in ("slot_sig", "pending_sig", "window_sig", "probe_emb", "probe_sig"):
+                setattr(st, key, getattr(fresh, key))
+        if st.mixes is not None and len(self.options) > 1:
+            self._probe(st, x, sig, valid)
         c = st.counters
         changed = False
         for i in range(x.shape[0]):
@@ -464,12 +533,74 @@ class SafeFaceBN:
         if changed:
             self._refresh(st)
 
+    def _probe(self, st: _Stream, x: torch.Tensor, sig: torch.Tensor, valid: torch.Tensor) -> None:
+        """Embed every ``select_every``-th distinct valid face of the batch with each candidate's statistics
+        (the face as served is the current candidate's), then choose the candidate whose mean embedding over
+        the probed faces points closest to the anchor. Faces are probed with the statistics in force when their
+        batch was embedded, and the ring keeps only the last ``select_window``: evidence ages out."""
+        picked = []
+        for i in valid.nonzero().flatten().tolist():
+            n = min(st.n_probed, self.select_window)
+            known = torch.cat([st.probe_sig[:n], sig[picked]]) if picked else st.probe_sig[:n]
+            if len(known) and float((known @ sig[i]).max()) >= self.same_face:
+                continue  # a burst of one person is probed once
+            st.n_distinct += 1  # unlike every probed face (not necessarily every face seen)
+            if st.n_distinct % self.select_every == 0:
+                picked.append(i)
+        if not picked:
+            return
+        idx = torch.tensor(picked, device=x.device)
+        views = []
+        try:
+            for k, mix in enumerate(st.mixes):
+                if k == st.choice:
+                    views.append(sig[idx])
+                    continue
+                self._mix, self._seen = mix, {}
+                views.append(F.normalize(self.model(x[idx]).detach().float().flatten(1), dim=1))
+        finally:
+            self._mix, self._seen = None, {}
+        emb = torch.stack(views, dim=1)  # (n, K, D)
+        if emb.shape[-1] != self.anchor.numel():
+            raise ConfigError(
+                f"{NAME}: the model embeds in {emb.shape[-1]} dimensions, the anchor has {self.anchor.numel()}: "
+                "pass anchor= (a mean embedding of training faces in the model's space) or select=()"
+            )
+        for j, i in enumerate(picked):
+            slot = st.n_probed % self.select_window
+            st.probe_emb[slot], st.probe_sig[slot] = emb[j], sig[i]
+            st.n_probed += 1
+        n = min(st.n_probed, self.select_window)
+        if n >= self.select_min:
+            st.choice = self._choose(st.probe_emb[:n], st.choice)
+            st.mixed = st.mixes[st.choice]
+
+    def _choose(self, probed: torch.Tensor, current: int) -> int:
+        """The candidate whose mean embedding of the probed faces ((n, K, D)) points closest to the anchor. Ties
+        (every candidate equal, as before any statistics move) keep the first: no adaptation. With ``select_z``
+        > 0 the stream leaves its current candidate only for one ahead by more than ``select_z`` jackknife
+        standard errors of the difference (leave-one-face-out), so sampling noise does not switch it."""
+        anchor = self.anchor.to(probed.device)
+        total = probed.sum(0)
+        scores = F.normalize(total, dim=1) @ anchor
+        best = int(scores.argmax())
+        if best == current or self.select_z == 0 or len(probed) < 2:
+            return best
+        n = len(probed)
+        loo = F.normalize(total[None] - probed, dim=2) @ anchor  # (n, K)
+        d = loo[:, best] - loo[:, current]
+        se = float(((n - 1) / n * (d - d.mean()).square().sum()).sqrt())
+        return best if float(scores[best] - scores[current]) > self.select_z * se else current
+
     def _mean_gate(self, st: _Stream) -> float:
         if st.reference is None:
             return 0.0
+        layers = self._layer_masks[st.choice]
+        if not bool(layers.any()):
+            return 0.0
         if st.gates is None:
             return 1.0
-        return float(st.gates[self._adapted_layer].mean())
+        return float(st.gates[layers].mean())
 
     def _is_outlier(self, st: _Stream, log_score: float) -> bool:
         n = min(st.n_history, self.history)
@@ -502,6 +633,34 @@ class SafeFaceBN:
         slot = int(free[0]) if len(free) else int(st.slot_last.argmin())
         st.slot_count[slot], st.slot_last[slot] = 1, clock
         st.slot_sig[slot], st.slot_mean[slot], st.slot_var[slot] = sig, mean, var
+
+
+# Per-stream ints saved beside the tensors and counters.
+STREAM_INTS = ("n_history", "n_window", "n_probed", "n_distinct", "choice")
+
+
+def save_anchor(path: str | Path, anchor: np.ndarray, **meta: Any) -> None:
+    """Write an anchor (a unit embedding) with how it was made (strings)."""
+    arr = np.asarray(anchor, dtype=np.float32).ravel()
+    with atomic_path(Path(path)) as tmp:
+        with open(tmp, "wb") as fh:
+            np.savez(fh, anchor=arr, **{f"meta_{k}": np.array(str(v)) for k, v in meta.items()})
+
+
+def load_anchor(path: str | Path = TEACHER_ANCHOR) -> tuple[torch.Tensor, dict[str, str]]:
+    """The anchor of ``path`` (default: the teacher's, shipped with aird) and its metadata."""
+    path = Path(path)
+    try:
+        with np.load(path) as z:
+            anchor = torch.from_numpy(z["anchor"].astype(np.float32))
+            meta = {k[5:]: str(z[k]) for k in z.files if k.startswith("meta_")}
+    except (OSError, ValueError, KeyError) as exc:
+        raise ModelFileError(
+            f"{path}: not a readable anchor file ({exc}); rebuild it with benchmarks/make_teacher_anchor.py"
+        ) from None
+    if anchor.ndim != 1 or not torch.isfinite(anchor).all() or float(anchor.norm()) == 0:
+        raise ModelFileError(f"{path}: the anchor must be one finite, non-zero vector")
+    return anchor, meta
 
 
 ADAPTERS.register(NAME)(SafeFaceBN)

@@ -13,7 +13,17 @@ from aird.errors import ConfigError
 
 # Small enough that the toy's embeddings of distinct faces never look like near-duplicates by accident.
 # The toy has 3 BN layers: skip 0 and depth 0.5 adapt the first two, whose target statistics the tests know.
-SETTINGS = {"same_face": 0.97, "min_faces": 4, "prior": 8.0, "memory": 32, "min_history": 8, "skip": 0.0, "depth": 0.5}
+# select=(): these tests fix the adapted layers; the choice among candidates has tests of its own below.
+SETTINGS = {
+    "same_face": 0.97,
+    "min_faces": 4,
+    "prior": 8.0,
+    "memory": 32,
+    "min_history": 8,
+    "skip": 0.0,
+    "depth": 0.5,
+    "select": (),
+}
 
 
 def faces(n: int, shift: float = 0.0, scale: float = 1.0, seed: int = 1) -> torch.Tensor:
@@ -457,3 +467,135 @@ def test_mean_shift_is_zero_until_the_stream_adapts_and_grows_with_the_shift(net
     assert moved > 0.0
     adapter.reset("cam")
     assert adapter.mean_shift("cam") == 0.0
+
+
+# The choice of adapted layers (``select``): candidates "no adaptation" and each start in ``select``.
+SELECT = {
+    **SETTINGS,
+    "select": (0.0, 0.5),
+    "depth": 0.75,
+    "select_every": 1,
+    "select_min": 4,
+    "select_z": 0.0,  # the plain argmax; the significance rule has its own test
+    "outlier_z": 1e6,
+}
+
+
+def probed_means(adapter: SafeFaceBN, stream: str = "cam") -> torch.Tensor:
+    """(K, D): each candidate's unit mean embedding over the stream's probed faces."""
+    st = adapter._streams[stream]
+    return F.normalize(st.probe_emb[: min(st.n_probed, adapter.select_window)].sum(0), dim=1)
+
+
+def fed(anchor: torch.Tensor) -> SafeFaceBN:
+    adapter = SafeFaceBN(deep_net(8), **SELECT, anchor=anchor)
+    for s in range(10):
+        adapter(shifted(8, seed=s), stream="cam")
+    return adapter
+
+
+@pytest.mark.parametrize("k", [0, 1, 2])
+def test_the_stream_adapts_the_layers_that_bring_it_nearest_the_anchor(k):
+    """With the anchor where one candidate's probed faces point, that candidate is chosen; candidate 0 (no
+    adaptation) keeps the training statistics."""
+    anchor = probed_means(fed(torch.ones(16)))[k]  # where candidate k puts this stream's faces
+    adapter = fed(anchor)
+    info = adapter.stream_info("cam")
+    assert info["alpha"] > 0 and info["probed"] >= SELECT["select_min"]
+    assert int((probed_means(adapter) @ anchor).argmax()) == k
+    assert info["layers_from"] == adapter.options[k] == [None, 0.0, 0.5][k]
+    if k == 0:
+        assert adapted_layers(adapter) == [] and info["gate"] == 0.0 and adapter.mean_shift("cam") == 0.0
+    else:
+        assert adapted_layers(adapter) == [i for i in range(6) if i >= int(adapter.options[k] * 8 + 0.5)]
+
+
+def test_select_z_keeps_the_candidate_in_use_unless_another_is_ahead_beyond_noise():
+    anchor = probed_means(fed(torch.ones(16)))[2]
+    adapter = SafeFaceBN(deep_net(8), **{**SELECT, "select_z": 1e6}, anchor=anchor)
+    for s in range(10):
+        adapter(shifted(8, seed=s), stream="cam")
+    assert int((probed_means(adapter) @ anchor).argmax()) == 2  # candidate 2 leads, but not by 10^6 SEs
+    assert adapter.stream_info("cam")["layers_from"] is None
+    st = adapter._streams["cam"]
+    probed = st.probe_emb[: min(st.n_probed, adapter.select_window)]
+    # The rule: leave candidate 0 for 2 only if 2's lead exceeds select_z leave-one-face-out standard errors.
+    n, total = len(probed), probed.sum(0)
+    scores = F.normalize(total, dim=1) @ adapter.anchor
+    loo = F.normalize(total[None] - probed, dim=2) @ adapter.anchor
+    d = loo[:, 2] - loo[:, 0]
+    se = float(((n - 1) / n * (d - d.mean()).square().sum()).sqrt())
+    lead = float(scores[2] - scores[0])
+    assert se > 0 and lead > 0
+    for z in (0.5 * lead / se, 2 * lead / se):
+        adapter.select_z = z
+        assert adapter._choose(probed, 0) == (2 if lead > z * se else 0)
+    adapter.select_z = 0.0
+    assert adapter._choose(probed, 0) == 2
+
+
+def test_until_the_stream_has_probed_enough_faces_no_layer_adapts():
+    adapter = SafeFaceBN(deep_net(8), **{**SELECT, "select_min": 1000, "select_window": 1000}, anchor=torch.ones(16))
+    for s in range(6):
+        adapter(shifted(8, seed=s), stream="cam")
+    info = adapter.stream_info("cam")
+    assert info["alpha"] > 0 and info["layers_from"] is None and adapted_layers(adapter) == []
+
+
+def test_a_burst_of_one_face_is_probed_once(net):
+    adapter = SafeFaceBN(net, **{**SETTINGS, "select": (0.0,), "select_every": 1}, anchor=torch.ones(16))
+    for s in range(4):  # evidence first, so that candidates differ and probing starts
+        adapter(shifted(8, seed=s), stream="cam")
+    before = adapter.stream_info("cam")["probed"]
+    face = shifted(1, seed=77)
+    for _ in range(50):
+        adapter(face, stream="cam")
+    assert adapter.stream_info("cam")["probed"] - before == 1
+
+
+def test_probing_costs_a_share_of_the_distinct_faces(net):
+    """Every select_every-th distinct face is embedded once more per other candidate, no more."""
+    calls = []
+    adapter = SafeFaceBN(net, **{**SETTINGS, "select": (0.0,), "select_every": 4}, anchor=torch.ones(16))
+    adapter.model.register_forward_hook(lambda m, i, o: calls.append(len(i[0])))
+    for s in range(10):
+        adapter(shifted(8, seed=s), stream="cam")
+    probed = adapter.stream_info("cam")["probed"]
+    assert 0 < probed <= 80 // 4
+    assert sum(calls) == 80 + probed  # one other candidate (no adaptation) per probed face
+
+
+def test_selection_state_survives_a_restart(tmp_path):
+    adapter = fed(probed_means(fed(torch.ones(16)))[2])
+    torch.save(adapter.state_dict(), tmp_path / "adapt.pt")
+    state = torch.load(tmp_path / "adapt.pt", weights_only=True)
+    restarted = SafeFaceBN(deep_net(8), **SELECT, anchor=adapter.anchor)
+    restarted.load_state_dict(state)
+    assert restarted.stream_info("cam") == adapter.stream_info("cam")
+    for s in range(3):
+        x = shifted(4, seed=60 + s)
+        assert torch.equal(restarted(x, stream="cam"), adapter(x, stream="cam"))
+    with pytest.raises(ValueError, match="select"):
+        SafeFaceBN(deep_net(8), **{**SELECT, "select": (0.0,)}, anchor=adapter.anchor).load_state_dict(state)
+
+
+@pytest.mark.parametrize("select", [(0.75,), (0.0, 0.0), (-0.1,)])
+def test_select_settings_are_checked(net, select):
+    with pytest.raises(ConfigError, match="select"):
+        SafeFaceBN(net, **{**SETTINGS, "depth": 0.75, "select": select})
+
+
+def test_an_anchor_of_another_size_is_a_clear_error(net):
+    adapter = SafeFaceBN(net, **{**SETTINGS, "select": (0.0,), "select_every": 1})  # the teacher's: 128-D
+    with pytest.raises(ConfigError, match="anchor"):
+        for s in range(6):
+            adapter(shifted(8, seed=s), stream="cam")
+
+
+def test_the_shipped_anchor_is_the_teachers_mean_direction():
+    from aird.adapt.safe import TEACHER_ANCHOR, load_anchor
+
+    anchor, meta = load_anchor()
+    assert anchor.shape == (128,) and abs(float(anchor.norm()) - 1) < 1e-5
+    assert int(meta["n_images"]) >= 500 and "pairs.txt" in meta["faces"]
+    assert TEACHER_ANCHOR.stat().st_size < 10_000
