@@ -123,6 +123,28 @@ def locked(path: str | Path) -> Iterator[None]:
 _NPZ_DAMAGE = (OSError, ValueError, EOFError, KeyError, zipfile.BadZipFile, zlib.error)
 
 
+def write_npz_asset(path: str | Path, arrays: dict[str, np.ndarray], **meta: Any) -> None:
+    """A small asset ``.npz`` written atomically: ``arrays`` and, as ``meta:<key>`` strings, how it was made."""
+    entries = {**arrays, **{f"meta:{k}": np.array(str(v)) for k, v in meta.items()}}
+    with atomic_path(path) as tmp:
+        with open(tmp, "wb") as fh:
+            np.savez_compressed(fh, **entries)
+
+
+def read_npz_asset(path: str | Path, what: str) -> tuple[dict[str, np.ndarray], dict[str, str]]:
+    """The arrays and the ``meta:`` strings of an asset ``.npz``; a missing or damaged file is a ModelFileError
+    naming ``what`` it should hold."""
+    from aird.errors import ModelFileError
+
+    try:
+        with np.load(path, allow_pickle=False) as z:
+            entries = {key: z[key] for key in z.files}
+    except _NPZ_DAMAGE as err:  # missing, truncated, corrupt
+        raise ModelFileError(f"{path}: cannot read {what}: {err}") from None
+    meta = {k.split(":", 1)[1]: str(v) for k, v in entries.items() if k.startswith("meta:")}
+    return {k: v for k, v in entries.items() if not k.startswith("meta:")}, meta
+
+
 def read_npz_cache(path: str | Path, keys: Sequence[str]) -> dict[str, np.ndarray] | None:
     """The arrays ``keys`` of a cache ``.npz``, fully read; None when the file is absent or damaged.
 

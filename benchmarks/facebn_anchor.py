@@ -27,7 +27,7 @@ import numpy as np
 import torch
 
 from aird.adapt.facebn import batchnorm_layers
-from aird.adapt.safe import load_anchor
+from aird.adapt.safe import layer_range, load_anchor
 from aird.data.align import align_settings_for
 from aird.data.chips import align_images
 from aird.data.degrade import Degradation
@@ -72,8 +72,7 @@ def steady_state(
     """A copy of ``model`` whose BN means from ``start`` to ``depth`` moved by ``alpha`` toward those of ``faces``."""
     adapted = copy.deepcopy(model)
     layers = list(batchnorm_layers(adapted).values())
-    first = min(int(start * len(layers) + 0.5), len(layers) - 1)
-    stop = max(first + 1, int(depth * len(layers) + 0.5))
+    adapted_layers = layer_range(start, depth, len(layers))  # as facebn-safe picks them
     sums = [torch.zeros_like(bn.running_mean, dtype=torch.float64) for bn in layers]
 
     def measure(i: int):
@@ -89,7 +88,7 @@ def steady_state(
     for h in hooks:
         h.remove()
     for i, bn in enumerate(layers):
-        if first <= i < stop:
+        if i in adapted_layers:
             bn.running_mean.mul_(1 - alpha).add_(alpha * (sums[i] / len(faces)).to(bn.running_mean.dtype))
     return adapted
 

@@ -44,7 +44,7 @@ from torch.nn.modules.batchnorm import _BatchNorm
 
 from aird.adapt.facebn import ADAPTERS, DEFAULT_STREAM, batchnorm_layers, frozen_copy
 from aird.errors import ConfigError, ModelFileError
-from aird.io import atomic_path
+from aird.io import read_npz_asset, write_npz_asset
 
 NAME = "facebn-safe"
 # The teacher's anchor: the mean direction of dlib's HR embeddings of training faces
@@ -194,10 +194,12 @@ class SafeFaceBN:
         # The candidates' first adapted layer (as a fraction of the depth; None: no layer adapts). Without
         # ``select`` the one candidate is ``skip``.
         self.options: list[float | None] = [None, *select] if select else [self.skip]
-        self._anchor_source = "teacher" if anchor is None else "custom"
-        self.anchor = F.normalize(
-            torch.as_tensor(load_anchor()[0] if anchor is None else anchor).float().flatten(), dim=0
-        )
+        # The direction the choice aims at; read only when there is a choice to make.
+        self._anchor_source = None if not select else "teacher" if anchor is None else "custom"
+        self.anchor: torch.Tensor | None = None
+        if select:
+            vector = load_anchor()[0] if anchor is None else torch.as_tensor(anchor)
+            self.anchor = F.normalize(vector.float().flatten(), dim=0)
         self.model = frozen_copy(model)
         self.layers = batchnorm_layers(self.model)
         for name, bn in self.layers.items():
@@ -218,9 +220,8 @@ class SafeFaceBN:
         # drifting shift), and which shallow layers join is the stream's choice (``select``).
         layer_masks = []
         for start in self.options:
-            first = min(int(start * len(sizes) + 0.5), len(sizes) - 1) if start is not None else len(sizes)
-            stop = max(first + 1, int(self.depth * len(sizes) + 0.5))
-            layer_masks.append([first <= i < stop for i in range(len(sizes))])
+            adapted = layer_range(start, self.depth, len(sizes)) if start is not None else range(0)
+            layer_masks.append([i in adapted for i in range(len(sizes))])
         self._layer_masks = torch.tensor(layer_masks, device=device)  # (K, L) bool
         self._masks = torch.stack(
             [torch.cat([torch.full((s,), float(on)) for s, on in zip(sizes, row)]) for row in layer_masks]
@@ -371,7 +372,8 @@ class SafeFaceBN:
         return {
             "adapter": NAME,
             "bn_layers": len(self.layers),
-            **{k: list(v) if isinstance(v, tuple) else v for k in SETTINGS for v in [getattr(self, k)]},
+            **{k: getattr(self, k) for k in SETTINGS},
+            "select": list(self.select),
             "anchor": self._anchor_source,
         }
 
@@ -635,29 +637,25 @@ class SafeFaceBN:
         st.slot_sig[slot], st.slot_mean[slot], st.slot_var[slot] = sig, mean, var
 
 
+def layer_range(start: float, depth: float, n_layers: int) -> range:
+    """The indices of the BN layers from ``start`` to ``depth`` of the way through ``n_layers`` (at least one)."""
+    first = min(int(start * n_layers + 0.5), n_layers - 1)
+    return range(first, max(first + 1, int(depth * n_layers + 0.5)))
+
+
 # Per-stream ints saved beside the tensors and counters.
 STREAM_INTS = ("n_history", "n_window", "n_probed", "n_distinct", "choice")
 
 
 def save_anchor(path: str | Path, anchor: np.ndarray, **meta: Any) -> None:
-    """Write an anchor (a unit embedding) with how it was made (strings)."""
-    arr = np.asarray(anchor, dtype=np.float32).ravel()
-    with atomic_path(Path(path)) as tmp:
-        with open(tmp, "wb") as fh:
-            np.savez(fh, anchor=arr, **{f"meta_{k}": np.array(str(v)) for k, v in meta.items()})
+    """Write an anchor (a unit embedding) with how it was made."""
+    write_npz_asset(path, {"anchor": np.asarray(anchor, dtype=np.float32).ravel()}, **meta)
 
 
 def load_anchor(path: str | Path = TEACHER_ANCHOR) -> tuple[torch.Tensor, dict[str, str]]:
     """The anchor of ``path`` (default: the teacher's, shipped with aird) and its metadata."""
-    path = Path(path)
-    try:
-        with np.load(path) as z:
-            anchor = torch.from_numpy(z["anchor"].astype(np.float32))
-            meta = {k[5:]: str(z[k]) for k in z.files if k.startswith("meta_")}
-    except (OSError, ValueError, KeyError) as exc:
-        raise ModelFileError(
-            f"{path}: not a readable anchor file ({exc}); rebuild it with benchmarks/make_teacher_anchor.py"
-        ) from None
+    arrays, meta = read_npz_asset(path, "an anchor (rebuild it with benchmarks/make_teacher_anchor.py)")
+    anchor = torch.from_numpy(arrays.get("anchor", np.zeros(0)).astype(np.float32))
     if anchor.ndim != 1 or not torch.isfinite(anchor).all() or float(anchor.norm()) == 0:
         raise ModelFileError(f"{path}: the anchor must be one finite, non-zero vector")
     return anchor, meta

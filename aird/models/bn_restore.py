@@ -14,8 +14,6 @@ function, for any m and v. In train mode it normalises with batch statistics, as
 from __future__ import annotations
 
 import copy
-import zipfile
-import zlib
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Iterable, Iterator, Mapping
@@ -25,7 +23,7 @@ import torch
 from torch import nn
 
 from aird.errors import ModelFileError
-from aird.io import atomic_path
+from aird.io import read_npz_asset, write_npz_asset
 from aird.models.dlib_resnet import Affine, DlibResNet
 
 BN_STATS_ASSET = Path(__file__).parent / "assets" / "dlib_resnet_bn_stats.npz"
@@ -135,26 +133,16 @@ def save_bn_stats(path: str | Path, stats: Mapping[str, ChannelStats], **meta: s
         arrays[f"{name}:mean"] = st.mean.astype(np.float32)
         arrays[f"{name}:var"] = st.var.astype(np.float32)
         arrays[f"{name}:count"] = np.array(st.count, dtype=np.int64)
-    for key, value in meta.items():
-        arrays[f"meta:{key}"] = np.array(value)
-    with atomic_path(path) as tmp:
-        with open(tmp, "wb") as fh:
-            np.savez_compressed(fh, **arrays)
+    write_npz_asset(path, arrays, **meta)
 
 
 def load_bn_stats(path: str | Path = BN_STATS_ASSET) -> tuple[dict[str, ChannelStats], dict[str, str]]:
     """Statistics and metadata written by :func:`save_bn_stats`."""
-    try:
-        with np.load(path) as z:
-            arrays = {key: z[key] for key in z.files}
-    except (OSError, ValueError, EOFError, zipfile.BadZipFile, zlib.error) as err:  # missing, truncated, corrupt
-        raise ModelFileError(f"{path}: cannot read batch-norm statistics: {err}") from None
-    stats, meta = {}, {}
+    arrays, meta = read_npz_asset(path, "batch-norm statistics")
+    stats = {}
     for key, value in arrays.items():
         name, _, field = key.rpartition(":")
-        if name == "meta":
-            meta[field] = str(value)
-        elif field == "mean":
+        if field == "mean":
             try:
                 var, count = arrays[f"{name}:var"], arrays[f"{name}:count"]
             except KeyError as err:

@@ -599,3 +599,18 @@ def test_the_shipped_anchor_is_the_teachers_mean_direction():
     assert anchor.shape == (128,) and abs(float(anchor.norm()) - 1) < 1e-5
     assert int(meta["n_images"]) >= 500 and "pairs.txt" in meta["faces"]
     assert TEACHER_ANCHOR.stat().st_size < 10_000
+
+
+def test_a_damaged_anchor_file_is_a_clear_error_and_no_choice_needs_none(net, tmp_path):
+    from aird.adapt.safe import load_anchor, save_anchor
+    from aird.errors import ModelFileError
+
+    path = tmp_path / "anchor.npz"
+    save_anchor(path, torch.ones(16).numpy(), faces="test")
+    anchor, meta = load_anchor(path)
+    assert anchor.shape == (16,) and meta == {"faces": "test"}
+    path.write_bytes(path.read_bytes()[:40])  # truncated
+    with pytest.raises(ModelFileError, match="anchor.npz.*make_teacher_anchor"):
+        load_anchor(path)
+    # Without a choice of layers the anchor is never read.
+    assert SafeFaceBN(net, **SETTINGS).anchor is None
