@@ -54,7 +54,17 @@ LEVERS: dict[str, tuple[str, dict]] = {
     # 3 epochs over about twice the faces: about the main run's number of steps
     "celeba": (
         "+ CelebA pool, leak-filtered, 3 epochs (about the main's steps)",
-        {"data.pools": ["lfw", "celeba"], "train.epochs": 3},
+        {"data.pools": ["lfw", "celeba"], "data.leak_threshold": 0.95, "train.epochs": 3},
+    ),
+    # What each extra pool adds on its own, at about the main's steps (recipe.md); the unfiltered UTKFace
+    # lever measures what the leak filter costs or hides (it drops 15.5% of UTKFace at 0.95, leak.md)
+    "utkface": (
+        "+ UTKFace pool (unlabelled), leak-filtered, 3 epochs (about the main's steps)",
+        {"data.pools": ["lfw", "utkface"], "data.leak_threshold": 0.95, "train.epochs": 3},
+    ),
+    "utkface-unfiltered": (
+        "+ UTKFace pool (unlabelled), no leak filter, 3 epochs",
+        {"data.pools": ["lfw", "utkface"], "data.leak_threshold": 1.0, "train.epochs": 3},
     ),
     # The two halves of "every pool, a schedule long enough": 6 epochs over every pool take about the
     # steps of 20 over LFW alone, so epochs-20 is also the pools' equal-steps reference.
