@@ -1,13 +1,13 @@
 """The fast student's ablation: finished runs of configs/fast.yaml and its variants, side by side.
 
     aird distill --config configs/ablations/fast-3ep.yaml   # and fast-3ep-center, fast-12ep,
-                                                            # fast-{wide,deep,nobridge,dlib32,dlib32-prog}-12ep
+                                                            # fast-{wide,deep,nobridge,dlib32,dlib32-prog,both}-12ep
     aird eval --benchmark orl --res 16 --model runs/fast-3ep-all/student.safetensors --out runs/fast-3ep-all/orl.json
     python benchmarks/fast_ablation.py --run 3ep=runs/fast-3ep-all --run 3ep-center=runs/fast-3ep-center-all \\
         --run 12ep=runs/fast-12ep-all --run 36ep=runs/aird-fast-all \\
         --run 12ep-wide=runs/fast-wide-12ep-all --run 12ep-deep=runs/fast-deep-12ep-all \\
         --run 12ep-nobridge=runs/fast-nobridge-12ep-all --run 12ep-dlib32=runs/fast-dlib32-12ep-all \\
-        --run 12ep-dlib32-prog=runs/fast-dlib32-prog-12ep-all
+        --run 12ep-dlib32-prog=runs/fast-dlib32-prog-12ep-all --run 12ep-both=runs/fast-both-12ep-all
 
 Each run's LFW records (its results.json, split all) and, when the run directory holds one, its ORL
 identification record (orl.json: HR gallery, 16 px probes) go into docs/results/fast-ablation.json,
@@ -56,8 +56,10 @@ def row(label: str, records: list[dict]) -> str:
     exp = next(r["settings"]["experiment"] for r in records if "experiment" in r["settings"])
     center = exp["losses"].get("ild", {}).get("center", False)
     wall = next(r["settings"]["train_wall_s"] for r in records if "train_wall_s" in r["settings"])
-    bridge = (exp.get("bridge") or {}).get("student")
+    bridge, lean = (exp.get("bridge") or {}).get("student"), (exp.get("bridge") or {}).get("teacher_weight") or 0
     target = f"{bridge} student (bridge)" if bridge else "HR teacher"
+    if bridge and lean:
+        target += f" and HR teacher (w {lean:g})"
     sides = exp["student"].get("progressive") or []
     side = " → ".join(str(s) for s in [*sides, exp["student"]["input_size"]])
     return (

@@ -156,8 +156,14 @@ class BridgeConfig:
     """
 
     student: str | None = None
+    # Both targets at once: f_t points along (1 - w) * the bridge's unit embedding + w * the HR teacher's
+    # (with the bridge's length); 0 is plain bridge distillation.
+    teacher_weight: float = 0.0
 
     def __post_init__(self) -> None:
+        require("bridge.teacher_weight", self.teacher_weight, 0.0 <= self.teacher_weight <= 1.0, "in [0, 1]")
+        if self.teacher_weight > 0 and self.student is None:
+            raise ConfigError("bridge.teacher_weight mixes the HR teacher into a bridge's targets: set bridge.student")
         if self.student not in (None, "shipped"):
             ok = str(self.student).endswith(".safetensors")
             require("bridge.student", self.student, ok, "a student .safetensors file or 'shipped'")

@@ -23,6 +23,7 @@ import numpy as np
 import torch
 import torch.distributed as dist
 from torch import nn
+from torch.nn import functional as F
 from tqdm.auto import tqdm
 
 from aird.data.degrade import stable_seed, to_network_input
@@ -344,22 +345,27 @@ class Trainer:
         keys = [f"{self.data.digests[i]}:{epoch}" for i in idx]
         side = self.cfg.student.side_at(epoch)
         degradation = self.degradations[side]
+        f_hr = torch.where(torch.from_numpy(flips)[:, None], self.teacher_flip[idx], self.teacher[idx])
         if self.bridge is not None:  # native faces of several sides: a list, not one array
             lr_faces = [degradation(c, k) for c, k in zip(chips, keys)]
-            return self._bridge_batch(lr_faces, self.labels[idx], side)
+            return self._bridge_batch(lr_faces, self.labels[idx], side, f_hr)
         lr = degradation.batch(chips, keys)
-        f_t = torch.where(torch.from_numpy(flips)[:, None], self.teacher_flip[idx], self.teacher[idx])
-        return faces_to_tensor(lr), f_t, self.labels[idx]
+        return faces_to_tensor(lr), f_hr, self.labels[idx]
 
     @torch.no_grad()
     def _bridge_batch(
-        self, lr: list[np.ndarray], labels: torch.Tensor, size: int
+        self, lr: list[np.ndarray], labels: torch.Tensor, size: int, f_hr: torch.Tensor
     ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
-        """Both networks read the same (already mirrored) LR faces, each at its own side (the student at ``size``)."""
+        """Both networks read the same (already mirrored) LR faces, each at its own side (the student at ``size``);
+        with ``bridge.teacher_weight`` w > 0 the target also leans towards the HR teacher's embedding ``f_hr``."""
         model, side = self.bridge
         x_t = faces_to_tensor(np.stack([to_network_input(f, side) for f in lr])).to(self.device)
         with torch.autocast(self.device.type, enabled=self.amp):
             f_t = model(x_t).float().cpu()
+        w = self.cfg.bridge.teacher_weight
+        if w > 0:
+            mixed = (1 - w) * F.normalize(f_t, dim=1) + w * F.normalize(f_hr, dim=1)
+            f_t = F.normalize(mixed, dim=1) * f_t.norm(dim=1, keepdim=True)
         return faces_to_tensor(np.stack([to_network_input(f, size) for f in lr])), f_t, labels
 
     def _update_queue(self, f_t: torch.Tensor) -> None:

@@ -231,16 +231,22 @@ def test_runs_in_subprocesses_report_which_run_failed(tmp_path):
     assert (tmp_path / "A" / "experiment.yaml").is_file()  # each process got its own config file
 
 
+def saved_bridge(tmp_path: Path, side: int) -> tuple[torch.nn.Module, Path]:
+    """A random lr_light bridge student reading ``side`` px, saved as a student file."""
+    from aird.models.student import save_student
+
+    torch.manual_seed(1)
+    bridge = get_model("lr_light", input_size=side).eval()
+    save_student(tmp_path / "bridge.safetensors", bridge, "lr_light", side, method="aird", run="bridge")
+    return bridge, tmp_path / "bridge.safetensors"
+
+
 def test_bridge_student_gives_f_t_of_the_same_lr_face_and_stays_frozen(tmp_path):
     """Bridge distillation: the frozen bridge student's embedding of each LR face is the target f_t."""
     from aird.data.degrade import to_network_input
     from aird.models.embedder import faces_to_tensor
-    from aird.models.student import save_student
 
-    torch.manual_seed(1)
-    bridge = get_model("lr_light", input_size=20).eval()
-    bridge_file = tmp_path / "bridge.safetensors"
-    save_student(bridge_file, bridge, "lr_light", 20, method="aird", run="bridge")
+    bridge, bridge_file = saved_bridge(tmp_path, 20)
     settings = tiny_settings(tmp_path / "run", student={"model": "lr_resnet", "input_size": 16}, max_steps=2)
     settings["bridge"] = {"student": str(bridge_file)}
     trainer = make_trainer(from_dict(ExperimentConfig, settings), synthetic_set(), tmp_path / "run")
@@ -249,7 +255,7 @@ def test_bridge_student_gives_f_t_of_the_same_lr_face_and_stays_frozen(tmp_path)
     # Faces of two sides, as the training degradation draws them.
     rng = np.random.default_rng(0)
     faces = [rng.integers(0, 255, (s, s, 3), dtype=np.uint8) for s in (12, 16, 20, 8)]
-    x, f_t, _ = trainer._bridge_batch(faces, torch.zeros(4, dtype=torch.long), 16)
+    x, f_t, _ = trainer._bridge_batch(faces, torch.zeros(4, dtype=torch.long), 16, torch.randn(4, 128))
     assert torch.equal(x, faces_to_tensor(np.stack([to_network_input(f, 16) for f in faces])))
     with torch.no_grad():
         expected = bridge(faces_to_tensor(np.stack([to_network_input(f, 20) for f in faces])))
@@ -264,6 +270,27 @@ def test_bridge_student_gives_f_t_of_the_same_lr_face_and_stays_frozen(tmp_path)
     assert torch.equal(seen[0][0], batch0[0]) and torch.equal(seen[0][1], batch0[1])
     for k, v in trainer.bridge[0].state_dict().items():
         assert torch.equal(v, before[k]), k
+
+
+def test_bridge_teacher_weight_leans_the_target_towards_the_hr_teacher(tmp_path):
+    """bridge.teacher_weight w: f_t points along (1 - w) u_bridge + w u_teacher, with the bridge's length."""
+    _, bridge_file = saved_bridge(tmp_path, 16)
+    settings = tiny_settings(tmp_path / "run", student={"model": "lr_resnet", "input_size": 16}, max_steps=2)
+    faces = [np.random.default_rng(i).integers(0, 255, (16, 16, 3), dtype=np.uint8) for i in range(3)]
+    f_hr = torch.randn(3, 128, generator=torch.Generator().manual_seed(2))
+    targets = {}
+    for w in (0.0, 0.5, 1.0):
+        settings["bridge"] = {"student": str(bridge_file), "teacher_weight": w}
+        trainer = make_trainer(from_dict(ExperimentConfig, settings), synthetic_set(), tmp_path / f"run{w}")
+        targets[w] = trainer._bridge_batch(faces, torch.zeros(3, dtype=torch.long), 16, f_hr)[1]
+    plain, half, hr = targets[0.0], targets[0.5], targets[1.0]
+    unit = torch.nn.functional.normalize
+    assert torch.allclose(half.norm(dim=1), plain.norm(dim=1), atol=1e-4)
+    assert torch.allclose(unit(half, dim=1), unit(unit(plain, dim=1) + unit(f_hr, dim=1), dim=1), atol=1e-5)
+    assert torch.allclose(unit(hr, dim=1), unit(f_hr, dim=1), atol=1e-5)
+    for bad in ({"student": str(bridge_file), "teacher_weight": 1.5}, {"teacher_weight": 0.5}):
+        with pytest.raises(ConfigError, match="teacher_weight"):
+            from_dict(ExperimentConfig, {**settings, "bridge": bad})
 
 
 def test_progressive_resizing_reads_each_epochs_side(tmp_path):
