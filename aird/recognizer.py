@@ -481,6 +481,13 @@ def load(
     except ConfigError as exc:  # the file names an architecture this aird does not know
         raise ModelFileError(f"{path}: {exc}") from None
     card = parse_card(meta.get("card"), path)
+    if adapt == "facebn-safe" and "anchor" not in adapt_options:
+        from aird.adapt.safe import card_anchor
+
+        # A student whose card carries its own anchor (the fast one) is adapted towards it, not the teacher's.
+        vector = card_anchor(card, path)
+        if vector is not None:
+            adapt_options = {**adapt_options, "anchor": vector, "anchor_source": "model card"}
     size = int(meta["input_size"])
     name = card.get("name") or path.stem
     return Recognizer(

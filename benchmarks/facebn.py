@@ -36,8 +36,12 @@ from pathlib import Path
 import numpy as np
 import torch
 
+sys.path.insert(0, str(Path(__file__).parent))
+from make_student_anchor import anchor_entry  # noqa: E402  (--anchor own)
+
 from aird.adapt import ADAPTERS, STREAM_DEFAULT, STREAM_DEFAULT_KWARGS
 from aird.adapt.facebn import FaceBN
+from aird.adapt.safe import card_anchor
 from aird.adapt.stream import ORDERS, TIMED_SHIFTS, StreamEmbedder, StreamSpec
 from aird.data.align import align_settings_for
 from aird.data.chips import align_images
@@ -204,6 +208,13 @@ def main() -> None:
     )
     ap.add_argument("--seed", type=int, default=0, help="stream order seed")
     ap.add_argument("--safe", default="{}", help="JSON object of facebn-safe settings over the shipped defaults")
+    ap.add_argument(
+        "--anchor",
+        choices=["card", "teacher", "own"],
+        default="card",
+        help="facebn-safe's anchor: the student card's own where it carries one, as aird.load() does (card); "
+        "always the teacher's; or the student's own, measured as benchmarks/make_student_anchor.py does (own)",
+    )
     ap.add_argument("--tag", default="", help="suffix of the adapt names in records (development sweeps)")
     ap.add_argument("--plot", action="store_true", help="also draw the per-layer BN statistics plot (ORL 16 px)")
     ap.add_argument("--data-root", type=Path, default=None)
@@ -228,6 +239,15 @@ def main() -> None:
     teacher = DlibTeacher("torch", batch_size=TEACHER_BATCH)
     base = TorchEmbedder(model, name, size)
     safe_kwargs = {**STREAM_DEFAULT_KWARGS, **json.loads(args.safe)}
+    if args.anchor == "own" and not args.student.endswith(".safetensors"):
+        ap.error("--anchor own measures a student file's own anchor: pass a student .safetensors")
+    if args.anchor == "own":
+        entry = anchor_entry(model, load_student(args.student)[1], Path(args.student), root)
+        safe_kwargs.update(anchor=np.asarray(entry["vector"], dtype=np.float32), anchor_source="own")
+    elif args.anchor == "card" and args.student.endswith(".safetensors") and "anchor" not in safe_kwargs:
+        card = card_anchor(read_card(args.student), args.student)
+        if card is not None:
+            safe_kwargs.update(anchor=card, anchor_source="model card")
     if args.fresh and json_path.exists():
         json_path.unlink()
 

@@ -5,11 +5,14 @@ statistics (``off``) and with facebn-safe's steady state for each candidate star
 layers from the start to ``depth`` 0.75 moved by alpha 0.3 toward the condition's own means (the first
 512 faces in a seeded order; variances kept), as facebn-safe does once its memory is full. For each it
 prints accuracy (ORL: rank-1 against the teacher's HR gallery; LFW: 10-fold LR-LR verification accuracy
-on the given folds) and the label-free signal facebn-safe chooses by: the cosine between the condition's
-mean unit embedding and the teacher's anchor (``aird.adapt.safe.TEACHER_ANCHOR``).
+on the given folds) and label-free signals, kept in each record's ``settings.signals``: the one
+facebn-safe chooses by, the cosine between the condition's mean unit embedding and the teacher's anchor
+(``aird.adapt.safe.TEACHER_ANCHOR``); with ``--own-anchor`` the cosine to the student's own anchor
+(``benchmarks/make_student_anchor.py``); with ``--tail`` how far the inputs of the BN layers past
+``depth``, which no candidate adapts, are from their training statistics (``tail_divergence``).
 
-    python benchmarks/facebn_anchor.py --student runs/aird-B/student.safetensors --folds B \\
-        --out docs/results/facebn-anchor/anchor-B.json
+    python benchmarks/facebn_anchor.py --student runs/aird-B/student.safetensors --folds B --own-anchor \\
+        --tail --out docs/results/facebn-anchor/anchor-B.json
 
 A diagnostic: it read test conditions (ORL, the split's LFW test folds), so it chose nothing by itself;
 docs/facebn.md says what was chosen where.
@@ -26,8 +29,11 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from aird.adapt.facebn import batchnorm_layers
-from aird.adapt.safe import layer_range, load_anchor
+sys.path.insert(0, str(Path(__file__).parent))
+from make_student_anchor import anchor_entry  # noqa: E402  (a student's own anchor, when its card has none)
+
+from aird.adapt.facebn import batchnorm_layers  # noqa: E402
+from aird.adapt.safe import card_anchor, layer_range, load_anchor
 from aird.data.align import align_settings_for
 from aird.data.chips import align_images
 from aird.data.degrade import Degradation
@@ -36,6 +42,7 @@ from aird.eval.metrics import kfold_accuracy
 from aird.eval.protocols import lfw_pairs, orl_identification
 from aird.eval.records import write_records
 from aird.models.embedder import embed_chips, faces_to_tensor
+from aird.models.shipped import read_card
 from aird.models.student import load_student
 from aird.models.teacher import DlibTeacher
 from aird.paths import data_root
@@ -66,6 +73,48 @@ def embed(model: torch.nn.Module, faces: np.ndarray, size: int) -> np.ndarray:
         )
 
 
+def feed_layers(model: torch.nn.Module, layers: list, faces: np.ndarray, size: int, seen) -> None:
+    """Run ``faces`` through ``model`` with ``seen(i, x)`` called on the (float64) input of each of ``layers``."""
+
+    def watch(i: int):
+        def hook(_module, inputs) -> None:  # returns None: the input goes on unchanged
+            seen(i, inputs[0].double())
+
+        return hook
+
+    hooks = [bn.register_forward_pre_hook(watch(i)) for i, bn in enumerate(layers)]
+    try:
+        with torch.no_grad():
+            for i in range(0, len(faces), 64):
+                model(faces_to_tensor(faces[i : i + 64], size))
+    finally:
+        for h in hooks:
+            h.remove()
+
+
+def tail_divergence(model: torch.nn.Module, faces: np.ndarray, size: int, depth: float = 0.75) -> float:
+    """How unlike training the inputs of the BN layers past ``depth`` (which no candidate adapts) are on ``faces``:
+    the Gaussian KL divergence of each channel's population statistics from its running statistics, averaged
+    over channels and layers. A label-free signal like the anchor's, from the model's own statistics."""
+    layers = list(batchnorm_layers(model).values())
+    tail = layers[layer_range(depth, 1.0, len(layers)).start :]
+    moments = [[0.0, 0.0, 0] for _ in tail]
+
+    def accumulate(i: int, x: torch.Tensor) -> None:
+        x = x.transpose(0, 1).flatten(1)  # (C, N * H * W)
+        moments[i][0] += x.sum(1)
+        moments[i][1] += (x * x).sum(1)
+        moments[i][2] += x.shape[1]
+
+    feed_layers(model, tail, faces, size, accumulate)
+    kls = []
+    for bn, (s1, s2, n) in zip(tail, moments):
+        mean, var = s1 / n, (s2 / n - (s1 / n) ** 2).clamp_min(1e-12)
+        mu, sigma2 = bn.running_mean.double(), bn.running_var.double() + bn.eps
+        kls.append((0.5 * (var / sigma2 + (mean - mu) ** 2 / sigma2 - 1 - torch.log(var / sigma2))).mean())
+    return float(torch.stack(kls).mean())
+
+
 def steady_state(
     model: torch.nn.Module, faces: np.ndarray, size: int, start: float, depth: float = 0.75, alpha: float = 0.3
 ):
@@ -75,18 +124,10 @@ def steady_state(
     adapted_layers = layer_range(start, depth, len(layers))  # as facebn-safe picks them
     sums = [torch.zeros_like(bn.running_mean, dtype=torch.float64) for bn in layers]
 
-    def measure(i: int):
-        def hook(_module, inputs) -> None:  # returns None: the input goes on unchanged
-            sums[i].add_(inputs[0].double().mean(dim=(2, 3)).sum(0))
+    def accumulate(i: int, x: torch.Tensor) -> None:
+        sums[i].add_(x.reshape(x.shape[0], x.shape[1], -1).mean(2).sum(0))  # (N, C) or (N, C, H, W)
 
-        return hook
-
-    hooks = [bn.register_forward_pre_hook(measure(i)) for i, bn in enumerate(layers)]
-    with torch.no_grad():
-        for i in range(0, len(faces), 64):
-            adapted(faces_to_tensor(faces[i : i + 64], size))
-    for h in hooks:
-        h.remove()
+    feed_layers(adapted, layers, faces, size, accumulate)
     for i, bn in enumerate(layers):
         if i in adapted_layers:
             bn.running_mean.mul_(1 - alpha).add_(alpha * (sums[i] / len(faces)).to(bn.running_mean.dtype))
@@ -100,14 +141,29 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--conditions", nargs="+", default=list(CONDITIONS), choices=list(CONDITIONS))
     ap.add_argument("--data-root", default=None)
     ap.add_argument("--out", type=Path, required=True)
+    ap.add_argument(
+        "--own-anchor",
+        action="store_true",
+        help="also the cosine to the student's own anchor (its card's, else measured as make_student_anchor.py does)",
+    )
+    ap.add_argument(
+        "--tail", action="store_true", help="also how far the unadapted deep BN layers' inputs are from training"
+    )
+    ap.add_argument("--threads", type=int, default=2, help="torch CPU threads")
     argv = sys.argv[1:] if argv is None else list(argv)
     args = ap.parse_args(argv)
-    torch.set_num_threads(2)
+    torch.set_num_threads(args.threads)
     root = data_root(args.data_root)
     student, meta = load_student(args.student)
     student.eval()
     size = int(meta["input_size"])
-    anchor = load_anchor()[0].numpy()
+    # Each label-free signal: the cosine of a condition's mean embedding to an anchor.
+    anchors = {"anchor_cosine": load_anchor()[0].numpy()}
+    if args.own_anchor:
+        own = card_anchor(read_card(args.student), args.student)
+        if own is None:
+            own = np.asarray(anchor_entry(student, meta, Path(args.student), root)["vector"], dtype=np.float32)
+        anchors["own_anchor_cosine"] = own
     teacher = DlibTeacher("torch")
     orl = orl_identification(root)
     orl_chips = align_images(orl.paths, align_settings_for("orl", 150), progress=False)
@@ -119,8 +175,9 @@ def main(argv: list[str] | None = None) -> int:
     left, right = np.array([index[p] for p in pairs.left]), np.array([index[p] for p in pairs.right])
     labels = np.array(orl.labels)
     records = []
-    print("| condition | layers adapted from | accuracy (%) | cos(mean embedding, anchor) |")
-    print("|---|---|---:|---:|")
+    columns = [*anchors, *(["tail_kl"] if args.tail else [])]
+    print("| condition | layers adapted from | accuracy (%) | " + " | ".join(columns) + " |")
+    print("|---|---|---:|" + "---:|" * len(columns))
     for name in args.conditions:
         data, shift = CONDITIONS[name]
         chips = orl_chips if data == "orl" else lfw_chips
@@ -139,9 +196,12 @@ def main(argv: list[str] | None = None) -> int:
                 acc = float(np.mean(kfold_accuracy(scores, pairs.same.astype(int), pairs.fold)["fold_accuracies"]))
                 metric = "accuracy"
             mean = e.mean(0)
-            signal = float(mean @ anchor / np.linalg.norm(mean))
+            signals = {k: float(mean @ a / np.linalg.norm(mean) / np.linalg.norm(a)) for k, a in anchors.items()}
+            if args.tail:
+                signals["tail_kl"] = tail_divergence(model, lr, size)
             label = "off" if start is None else f"{start:g}"
-            print(f"| {name} | {label} | {100 * acc:.2f} | {signal:.4f} |", flush=True)
+            shown = " | ".join(f"{v:.4f}" for v in signals.values())
+            print(f"| {name} | {label} | {100 * acc:.2f} | {shown} |", flush=True)
             records.append(
                 {
                     "benchmark": f"facebn-anchor/{name}",
@@ -153,8 +213,10 @@ def main(argv: list[str] | None = None) -> int:
                     "pairs": None if data == "orl" else "lr-lr",
                     "split": args.folds,
                     "n": int(len(orl.probes) if data == "orl" else len(pairs)),
-                    "metrics": {metric: acc, "anchor_cosine": signal},
+                    "metrics": {metric: acc},
                     "settings": {
+                        # label-free signals (cosines may be negative, a KL unbounded): not fractions, not metrics
+                        "signals": signals,
                         "student": args.student,
                         "shift": shift,
                         "adaptation": {

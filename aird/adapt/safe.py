@@ -23,8 +23,10 @@ and the memory's, weighted by how many distinct faces the memory holds:
   embedded with each candidate's statistics (no adaptation, or the layers from each candidate start to
   ``depth``), and the stream uses the candidate whose mean embedding over the last ``select_window`` such
   faces points closest to the teacher's anchor (the mean direction of the teacher's HR embeddings of
-  training faces, which a distilled student's embeddings aim at). A stream whose adaptation would move
-  its faces away from the teacher's space keeps its training statistics.
+  training faces, which a distilled student's embeddings aim at; a student trained towards another space
+  carries its own on its model card, ``card_anchor``). A stream whose adaptation would move its faces
+  away from that space keeps its training statistics. ``select_by="divergence"`` chooses instead the
+  candidate under which the layers past ``depth`` see inputs most like training (measured, not the default).
 
 Formulas, defaults and the prior work they come from: docs/facebn.md ("facebn-safe").
 """
@@ -97,6 +99,9 @@ class _Stream:
     window: torch.Tensor  # (J,) bool: whether each of the last valid, distinct faces was an outlier (ring)
     window_sig: torch.Tensor  # (J, D): the unit embedding of each outlier in the window (zeros elsewhere)
     probe_emb: torch.Tensor  # (W, K, D): unit embeddings of the last probed faces under each of the K candidates
+    # (W, K, 2, T): per-face mean and variance of each channel entering the T tail channels (the BN layers past
+    # ``depth``, which no candidate adapts), under each candidate: select_by="divergence"'s evidence
+    probe_tail: torch.Tensor
     probe_sig: torch.Tensor  # (W, D): their unit embeddings as served (a probed face is never probed twice)
     n_history: int = 0
     n_window: int = 0
@@ -114,6 +119,7 @@ class _Stream:
     def tensors(self) -> dict[str, torch.Tensor]:
         names = ("slot_count", "slot_last", "slot_sig", "slot_mean", "slot_var", "pending_sig")
         names += ("pending_mean", "pending_var", "history", "window", "window_sig", "probe_emb", "probe_sig")
+        names += ("probe_tail",)
         return {n: getattr(self, n) for n in names}
 
 
@@ -151,6 +157,8 @@ class SafeFaceBN:
         select_min: int = 8,
         select_z: float = 2.0,
         anchor: torch.Tensor | np.ndarray | None = None,
+        anchor_source: str | None = None,
+        select_by: str = "anchor",
     ):
         select = tuple(float(v) for v in select)
         checks = {
@@ -175,6 +183,8 @@ class SafeFaceBN:
             "select_window": select_window >= 1,
             "select_min": 1 <= select_min <= select_window,
             "select_z": select_z >= 0.0,
+            # the divergence is measured on the layers past ``depth``: there must be some
+            "select_by": select_by == "anchor" or (select_by == "divergence" and depth < 1.0),
         }
         bad = [k for k, ok in checks.items() if not ok]
         if bad:
@@ -195,9 +205,11 @@ class SafeFaceBN:
         # ``select`` the one candidate is ``skip``.
         self.options: list[float | None] = [None, *select] if select else [self.skip]
         # The direction the choice aims at; read only when there is a choice to make.
-        self._anchor_source = None if not select else "teacher" if anchor is None else "custom"
+        self.select_by = select_by
+        by_anchor = bool(select) and select_by == "anchor"
+        self._anchor_source = None if not by_anchor else "teacher" if anchor is None else anchor_source or "custom"
         self.anchor: torch.Tensor | None = None
-        if select:
+        if by_anchor:
             vector = load_anchor()[0] if anchor is None else torch.as_tensor(anchor)
             self.anchor = F.normalize(vector.float().flatten(), dim=0)
         self.model = frozen_copy(model)
@@ -228,6 +240,22 @@ class SafeFaceBN:
         ).to(device)  # (K, C)
         self._layer_of = torch.cat([torch.full((s,), i, dtype=torch.int64) for i, s in enumerate(sizes)]).to(device)
         self._layer_size = torch.tensor(sizes, dtype=torch.float64, device=device)
+        # The tail: the BN layers past ``depth``, adapted by no candidate, whose inputs tell how much of a stream's
+        # shift a candidate undid (select_by="divergence").
+        first_tail = min(int(self.depth * len(sizes) + 0.5), len(sizes))
+        self._tail_names = list(self.layers)[first_tail:]
+        tail_channels = [torch.arange(self._slices[n].start, self._slices[n].stop) for n in self._tail_names]
+        self._tail = torch.cat(tail_channels).to(device) if tail_channels else torch.zeros(0, dtype=torch.int64)
+        if select_by == "divergence" and select and not self._tail_names:
+            raise ConfigError(f"{NAME}: select_by='divergence' needs BN layers past depth={depth}; lower depth")
+        self._tail_width = len(self._tail) if select_by == "divergence" else 0
+        self._tail_layer_of = (
+            torch.cat(
+                [torch.full((len(c),), i, dtype=torch.int64) for i, c in enumerate(tail_channels)] or [torch.zeros(0)]
+            )
+            .long()
+            .to(device)
+        )
         # How far each moment moves, as a share of alpha * gate: the means fully, the variances by var_mix.
         self._moment_weight = torch.tensor([[1.0], [self.var_mix]], device=device)
         # Each layer weighs the same in a face's shift score, whatever its width.
@@ -306,8 +334,8 @@ class SafeFaceBN:
 
         Per batch-norm layer ``<layer>.slot_mean``, ``<layer>.slot_var``, ``<layer>.pending_mean`` and
         ``<layer>.pending_var``; then ``slot_count``, ``slot_last``, ``slot_sig``, ``pending_sig``,
-        ``history``, ``window``, ``window_sig``, ``probe_emb``, ``probe_sig``, the ints of ``STREAM_INTS`` and
-        the counters.
+        ``history``, ``window``, ``window_sig``, ``probe_emb``, ``probe_sig``, ``probe_tail`` (empty unless
+        ``select_by="divergence"``), the ints of ``STREAM_INTS`` and the counters.
         """
         out: dict[str, dict[str, Any]] = {}
         for stream, st in self._streams.items():
@@ -326,6 +354,12 @@ class SafeFaceBN:
         streams = {}
         template = self._empty(0)
         for stream, d in state.items():
+            if "probe_tail" not in d and "probe_emb" in d:
+                # Saved before the divergence signal existed: its probes lack the tail moments, so a stream that
+                # chooses by them keeps its choice and probes afresh (the anchor choice needs none).
+                d = {**d, "probe_tail": template.probe_tail[:0]}
+                if self._tail_width:
+                    d["n_probed"] = 0
             expected = {f"{name}.{key}" for name in self.layers for key in CHANNEL_STATE}
             expected |= set(template.tensors()) - set(CHANNEL_STATE) | {*STREAM_INTS, *COUNTERS}
             if set(d) != expected:
@@ -344,11 +378,18 @@ class SafeFaceBN:
                     value = torch.cat(parts, dim=1)
                 else:
                     value = torch.as_tensor(d[key])
+                if key == "probe_tail" and len(value) == 0:
+                    value = t  # an empty ring (a state from before the divergence signal)
                 fixed = t.shape[0] if key.startswith(("slot_", "history", "window", "probe_")) else None
                 if fixed is not None and value.shape[0] != fixed:
                     raise ValueError(
                         f"{NAME} stream {stream!r}: {key} holds {value.shape[0]} entries, this adapter "
                         f"{fixed} (saved with other memory / history / jump_window / select_window settings)"
+                    )
+                if key == "probe_tail" and value.shape[1:] != t.shape[1:]:
+                    raise ValueError(
+                        f"{NAME} stream {stream!r}: probe_tail is {tuple(value.shape[1:])} per face, this adapter "
+                        f"{tuple(t.shape[1:])} (saved with other select or depth settings, or another model)"
                     )
                 if key == "probe_emb" and value.shape[1] != len(self.options):
                     raise ValueError(
@@ -374,6 +415,7 @@ class SafeFaceBN:
             "bn_layers": len(self.layers),
             **{k: getattr(self, k) for k in SETTINGS},
             "select": list(self.select),
+            "select_by": self.select_by,
             "anchor": self._anchor_source,
         }
 
@@ -403,6 +445,8 @@ class SafeFaceBN:
             window_sig=torch.zeros(self.jump_window, dim, device=dev),
             probe_emb=torch.zeros(self.select_window, len(self.options), dim, device=dev),
             probe_sig=torch.zeros(self.select_window, dim, device=dev),
+            # only the divergence choice reads tail moments; the anchor choice keeps an empty (T = 0) ring
+            probe_tail=torch.zeros(self.select_window, len(self.options), 2, self._tail_width, device=dev),
         )
 
     def _forget(self, st: _Stream) -> None:
@@ -552,18 +596,28 @@ class SafeFaceBN:
         if not picked:
             return
         idx = torch.tensor(picked, device=x.device)
-        views = []
+        by_divergence = self.select_by == "divergence"
+        views, tails = [], []
         try:
             for k, mix in enumerate(st.mixes):
-                if k == st.choice:
+                if k == st.choice and not by_divergence:
                     views.append(sig[idx])
                     continue
+                # By divergence every candidate is re-run, the one in use too, so that all K see one batch.
                 self._mix, self._seen = mix, {}
-                views.append(F.normalize(self.model(x[idx]).detach().float().flatten(1), dim=1))
+                out = self.model(x[idx])
+                views.append(sig[idx] if k == st.choice else F.normalize(out.detach().float().flatten(1), dim=1))
+                if by_divergence:
+                    tails.append(
+                        torch.stack(
+                            [torch.cat([self._seen[n][j] for n in self._tail_names], dim=1) for j in (0, 1)], dim=1
+                        )
+                    )  # (n, 2, T)
         finally:
             self._mix, self._seen = None, {}
         emb = torch.stack(views, dim=1)  # (n, K, D)
-        if emb.shape[-1] != self.anchor.numel():
+        tail = torch.stack(tails, dim=1) if by_divergence else None  # (n, K, 2, T)
+        if not by_divergence and emb.shape[-1] != self.anchor.numel():
             raise ConfigError(
                 f"{NAME}: the model embeds in {emb.shape[-1]} dimensions, the anchor has {self.anchor.numel()}: "
                 "pass anchor= (a mean embedding of training faces in the model's space) or select=()"
@@ -571,10 +625,15 @@ class SafeFaceBN:
         for j, i in enumerate(picked):
             slot = st.n_probed % self.select_window
             st.probe_emb[slot], st.probe_sig[slot] = emb[j], sig[i]
+            if tail is not None:
+                st.probe_tail[slot] = tail[j]
             st.n_probed += 1
         n = min(st.n_probed, self.select_window)
         if n >= self.select_min:
-            st.choice = self._choose(st.probe_emb[:n], st.choice)
+            if by_divergence:
+                st.choice = self._choose_by_divergence(st.probe_tail[:n], st.choice)
+            else:
+                st.choice = self._choose(st.probe_emb[:n], st.choice)
             st.mixed = st.mixes[st.choice]
 
     def _choose(self, probed: torch.Tensor, current: int) -> int:
@@ -585,14 +644,48 @@ class SafeFaceBN:
         anchor = self.anchor.to(probed.device)
         total = probed.sum(0)
         scores = F.normalize(total, dim=1) @ anchor
-        best = int(scores.argmax())
-        if best == current or self.select_z == 0 or len(probed) < 2:
-            return best
-        n = len(probed)
+        if len(probed) < 2:
+            return int(scores.argmax())
         loo = F.normalize(total[None] - probed, dim=2) @ anchor  # (n, K)
+        return self._pick(scores, loo, current)
+
+    def _pick(self, scores: torch.Tensor, loo: torch.Tensor, current: int) -> int:
+        """The best of the (K,) ``scores``; with ``select_z`` > 0 only if ahead of ``current`` by more than
+        ``select_z`` jackknife standard errors of the difference, from the leave-one-face-out scores ``loo`` (n, K)."""
+        best = int(scores.argmax())
+        if best == current or self.select_z == 0 or len(loo) < 2:
+            return best
+        n = len(loo)
         d = loo[:, best] - loo[:, current]
         se = float(((n - 1) / n * (d - d.mean()).square().sum()).sqrt())
         return best if float(scores[best] - scores[current]) > self.select_z * se else current
+
+    def _choose_by_divergence(self, tail: torch.Tensor, current: int) -> int:
+        """The candidate under which the probed faces ((n, K, 2, T) per-face means and variances of the tail
+        channels) reach the layers past ``depth`` most like training: the lowest Gaussian KL divergence of the
+        channels' population statistics from their running ones, averaged over channels, then layers. Ties keep
+        the first (no adaptation); ``select_z`` as in :meth:`_choose`."""
+        t = tail.double()
+        m, second = t[:, :, 0], t[:, :, 1] + t[:, :, 0].square()  # per face: E[x], E[x^2]
+        n = len(t)
+        s1, s2 = m.sum(0), second.sum(0)  # (K, T)
+        scores = -self._tail_divergence(s1 / n, s2 / n)
+        if n < 2:
+            return int(scores.argmax())
+        loo = -self._tail_divergence((s1 - m) / (n - 1), (s2 - second) / (n - 1))  # (n, K)
+        return self._pick(scores, loo, current)
+
+    def _tail_divergence(self, mean: torch.Tensor, second: torch.Tensor) -> torch.Tensor:
+        """(..., T) population E[x] and E[x^2] of the tail channels -> (...,) KL from the training statistics."""
+        mu = self._source[0, self._tail].double()
+        var_t = self._source[1, self._tail].double() + self._eps[self._tail].double()
+        var = (second - mean.square()).clamp(min=1e-12)
+        kl = 0.5 * (var / var_t + (mean - mu).square() / var_t - 1 - torch.log(var / var_t))
+        layers = len(self._tail_names)
+        sums = torch.zeros(*kl.shape[:-1], layers, dtype=torch.float64, device=kl.device)
+        sums.index_add_(kl.dim() - 1, self._tail_layer_of, kl)
+        widths = torch.bincount(self._tail_layer_of, minlength=layers).double()
+        return (sums / widths).mean(-1)
 
     def _mean_gate(self, st: _Stream) -> float:
         if st.reference is None:
@@ -659,6 +752,30 @@ def load_anchor(path: str | Path = TEACHER_ANCHOR) -> tuple[torch.Tensor, dict[s
     if anchor.ndim != 1 or not torch.isfinite(anchor).all() or float(anchor.norm()) == 0:
         raise ModelFileError(f"{path}: the anchor must be one finite, non-zero vector")
     return anchor, meta
+
+
+# A student file's model card may carry its own anchor (benchmarks/make_student_anchor.py): a student
+# that was not distilled into the teacher's space (the fast one, bridge-trained to the shipped student's
+# LR embeddings) aims elsewhere than the teacher's anchor.
+CARD_ANCHOR = "adapt_anchor"
+
+
+def card_anchor(card: Mapping[str, Any], path: str | Path) -> np.ndarray | None:
+    """The anchor a model card carries (``card["adapt_anchor"]["vector"]``), or None when it carries none;
+    a malformed one is a ModelFileError naming ``path``."""
+    entry = card.get(CARD_ANCHOR)
+    if entry is None:
+        return None
+    try:
+        vector = np.asarray(entry["vector"], dtype=np.float32)
+    except (TypeError, KeyError, ValueError):
+        vector = np.zeros(0, dtype=np.float32)
+    if vector.ndim != 1 or not vector.size or not np.isfinite(vector).all() or not np.linalg.norm(vector) > 0:
+        raise ModelFileError(
+            f"{path}: the model card's {CARD_ANCHOR} must hold one finite, non-zero 'vector'; "
+            "rebuild it with benchmarks/make_student_anchor.py"
+        )
+    return vector
 
 
 ADAPTERS.register(NAME)(SafeFaceBN)

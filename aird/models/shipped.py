@@ -82,3 +82,22 @@ def parse_card(text: str | None, path: str | Path) -> dict:
     if not isinstance(card, dict):
         raise ModelFileError(f"{path}: the model card in its metadata is not a JSON object")
     return card
+
+
+def write_card(path: str | Path, card: dict) -> None:
+    """Replace the model card of a student ``.safetensors`` file; its tensors are written back byte for byte
+    (so its fingerprint stays), atomically."""
+    from safetensors.torch import load_file, save_file
+
+    from aird.io import atomic_path
+
+    path = Path(path)
+    if path.suffix != ".safetensors":
+        raise ModelFileError(f"{path}: only a student .safetensors file's card can be rewritten")
+    meta = _metadata(path)
+    try:
+        tensors = load_file(str(path))
+    except Exception as exc:  # safetensors raises its own error types for damaged files
+        raise ModelFileError(f"{path}: not a readable safetensors file ({exc})") from None
+    with atomic_path(path) as tmp:
+        save_file(tensors, str(tmp), metadata={**meta, "card": json.dumps(card)})

@@ -614,3 +614,89 @@ def test_a_damaged_anchor_file_is_a_clear_error_and_no_choice_needs_none(net, tm
         load_anchor(path)
     # Without a choice of layers the anchor is never read.
     assert SafeFaceBN(net, **SETTINGS).anchor is None
+
+
+# ---------------------------------------------------------------- choosing by the deep layers' divergence
+
+DIVERGENCE = {**SELECT, "select_by": "divergence"}
+
+
+def expected_divergence(adapter: SafeFaceBN, tail: torch.Tensor) -> torch.Tensor:
+    """(K,) the KL of the tail layers' population statistics from training, written out layer by layer."""
+    tail_layers = list(adapter.layers.values())[int(adapter.depth * len(adapter.layers) + 0.5) :]
+    out = []
+    for k in range(tail.shape[1]):
+        per_layer, start = [], 0
+        for bn in tail_layers:
+            c = bn.running_mean.numel()
+            m, v = tail[:, k, 0, start : start + c].double(), tail[:, k, 1, start : start + c].double()
+            mean = m.mean(0)
+            var = (v + m * m).mean(0) - mean * mean  # law of total variance over the faces
+            var_t = bn.running_var.double() + bn.eps
+            kl = 0.5 * (var / var_t + (mean - bn.running_mean.double()) ** 2 / var_t - 1 - torch.log(var / var_t))
+            per_layer.append(kl.mean())
+            start += c
+        out.append(torch.stack(per_layer).mean())
+    return torch.stack(out)
+
+
+def test_by_divergence_the_stream_adapts_the_candidate_whose_deep_layers_see_training_like_inputs():
+    adapter = SafeFaceBN(deep_net(8), **DIVERGENCE)
+    for s in range(10):
+        adapter(shifted(8, seed=s), stream="cam")
+    st = adapter._streams["cam"]
+    info = adapter.stream_info("cam")
+    assert info["alpha"] > 0 and info["probed"] >= DIVERGENCE["select_min"]
+    divergence = expected_divergence(adapter, st.probe_tail[: min(st.n_probed, adapter.select_window)])
+    assert st.choice == int(divergence.argmin())
+    assert divergence[st.choice] < divergence[0]  # the shift is partly undone: adapting beats none here
+    assert info["layers_from"] == adapter.options[st.choice] is not None
+    assert adapter.settings()["select_by"] == "divergence" and adapter.settings()["anchor"] is None
+    adapter.select_z = 1e6  # the jackknife rule is the anchor choice's: far from noise or stay
+    assert adapter._choose_by_divergence(st.probe_tail[: st.n_probed], 0) == 0
+
+
+def test_by_divergence_every_candidate_is_embedded_once_per_probed_face(net):
+    calls = []
+    adapter = SafeFaceBN(net, **{**SETTINGS, "select": (0.0,), "select_every": 4, "select_by": "divergence"})
+    adapter.model.register_forward_hook(lambda m, i, o: calls.append(len(i[0])))
+    for s in range(10):
+        adapter(shifted(8, seed=s), stream="cam")
+    probed = adapter.stream_info("cam")["probed"]
+    assert 0 < probed <= 80 // 4
+    assert sum(calls) == 80 + 2 * probed  # both candidates, the one in use too, on the same batch
+
+
+def test_by_divergence_state_survives_a_restart_and_an_older_state_reprobes(tmp_path):
+    adapter = SafeFaceBN(deep_net(8), **DIVERGENCE)
+    for s in range(10):
+        adapter(shifted(8, seed=s), stream="cam")
+    torch.save(adapter.state_dict(), tmp_path / "adapt.pt")
+    state = torch.load(tmp_path / "adapt.pt", weights_only=True)
+    restarted = SafeFaceBN(deep_net(8), **DIVERGENCE)
+    restarted.load_state_dict(state)
+    assert restarted.stream_info("cam") == adapter.stream_info("cam")
+    x = shifted(4, seed=60)
+    assert torch.equal(restarted(x, stream="cam"), adapter(x, stream="cam"))
+    # A state saved before the tail moments existed: the choice stays, the probe ring starts afresh.
+    older = {"cam": {k: v for k, v in state["cam"].items() if k != "probe_tail"}}
+    again = SafeFaceBN(deep_net(8), **DIVERGENCE)
+    again.load_state_dict(older)
+    info = again.stream_info("cam")
+    assert info["probed"] == 0 and info["layers_from"] == adapter.stream_info("cam")["layers_from"]
+    with pytest.raises(ValueError, match="probe_tail"):  # an anchor-choice adapter keeps no tail moments
+        SafeFaceBN(deep_net(8), **SELECT, anchor=torch.ones(16)).load_state_dict(state)
+
+
+@pytest.mark.parametrize("bad", [{"select_by": "entropy"}, {"select_by": "divergence", "depth": 1.0}])
+def test_select_by_is_checked(net, bad):
+    with pytest.raises(ConfigError, match="select_by"):
+        SafeFaceBN(net, **{**SETTINGS, "select": (0.0,), **bad})
+
+
+def test_an_anchor_choice_state_saved_before_the_tail_moments_loads_unchanged():
+    adapter = fed(probed_means(fed(torch.ones(16)))[2])
+    state = {"cam": {k: v for k, v in adapter.state_dict()["cam"].items() if k != "probe_tail"}}
+    restarted = SafeFaceBN(deep_net(8), **SELECT, anchor=adapter.anchor)
+    restarted.load_state_dict(state)
+    assert restarted.stream_info("cam") == adapter.stream_info("cam")  # probes kept: the anchor needs no tail
