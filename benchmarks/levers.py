@@ -69,6 +69,11 @@ LEVERS: dict[str, tuple[str, dict]] = {
     # The two halves of "every pool, a schedule long enough": 6 epochs over every pool take about the
     # steps of 20 over LFW alone, so epochs-20 is also the pools' equal-steps reference.
     "epochs-20": ("20 epochs (main 6): about the steps of 6 over every pool", {"train.epochs": 20}),
+    # UTKFace's share inside the longer schedule: every pool but UTKFace, at about the steps of `pools`
+    "pools-no-utkface": (
+        "+ CelebA pool only, leak-filtered, 9 epochs (about the steps of `pools`)",
+        {"data.pools": ["lfw", "celeba"], "data.leak_threshold": 0.95, "train.epochs": 9},
+    ),
     "pools": (
         "+ CelebA and UTKFace pools, leak-filtered, 6 epochs (3.3x the main's steps)",
         {"data.pools": ["lfw", "celeba", "utkface"], "data.leak_threshold": 0.95},
