@@ -27,6 +27,8 @@ import torch
 from torch import nn
 from tqdm.auto import tqdm
 
+from aird.adapt.safe import NAME as SAFE_NAME
+from aird.adapt.safe import card_anchor
 from aird.adapt.streams import DEFAULT_STREAM_ADAPT, StreamStates, check_stream_name
 from aird.data.align import AlignSettings, FaceAligner
 from aird.data.degrade import to_network_input
@@ -481,10 +483,8 @@ def load(
     except ConfigError as exc:  # the file names an architecture this aird does not know
         raise ModelFileError(f"{path}: {exc}") from None
     card = parse_card(meta.get("card"), path)
-    if adapt == "facebn-safe" and "anchor" not in adapt_options:
-        from aird.adapt.safe import card_anchor
-
-        # A student whose card carries its own anchor (the fast one) is adapted towards it, not the teacher's.
+    if adapt == SAFE_NAME and "anchor" not in adapt_options:
+        # A student trained towards another space than the teacher's carries its own anchor on its card.
         vector = card_anchor(card, path)
         if vector is not None:
             adapt_options = {**adapt_options, "anchor": vector, "anchor_source": "model card"}

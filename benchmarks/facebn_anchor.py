@@ -33,7 +33,7 @@ sys.path.insert(0, str(Path(__file__).parent))
 from make_student_anchor import anchor_entry  # noqa: E402  (a student's own anchor, when its card has none)
 
 from aird.adapt.facebn import batchnorm_layers  # noqa: E402
-from aird.adapt.safe import card_anchor, layer_range, load_anchor
+from aird.adapt.safe import card_anchor, gaussian_kl, layer_range, load_anchor
 from aird.data.align import align_settings_for
 from aird.data.chips import align_images
 from aird.data.degrade import Degradation
@@ -107,11 +107,10 @@ def tail_divergence(model: torch.nn.Module, faces: np.ndarray, size: int, depth:
         moments[i][2] += x.shape[1]
 
     feed_layers(model, tail, faces, size, accumulate)
-    kls = []
-    for bn, (s1, s2, n) in zip(tail, moments):
-        mean, var = s1 / n, (s2 / n - (s1 / n) ** 2).clamp_min(1e-12)
-        mu, sigma2 = bn.running_mean.double(), bn.running_var.double() + bn.eps
-        kls.append((0.5 * (var / sigma2 + (mean - mu) ** 2 / sigma2 - 1 - torch.log(var / sigma2))).mean())
+    kls = [
+        gaussian_kl(s1 / n, s2 / n - (s1 / n) ** 2, bn.running_mean, bn.running_var + bn.eps).mean()
+        for bn, (s1, s2, n) in zip(tail, moments)
+    ]
     return float(torch.stack(kls).mean())
 
 

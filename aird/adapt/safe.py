@@ -249,13 +249,6 @@ class SafeFaceBN:
         if select_by == "divergence" and select and not self._tail_names:
             raise ConfigError(f"{NAME}: select_by='divergence' needs BN layers past depth={depth}; lower depth")
         self._tail_width = len(self._tail) if select_by == "divergence" else 0
-        self._tail_layer_of = (
-            torch.cat(
-                [torch.full((len(c),), i, dtype=torch.int64) for i, c in enumerate(tail_channels)] or [torch.zeros(0)]
-            )
-            .long()
-            .to(device)
-        )
         # How far each moment moves, as a share of alpha * gate: the means fully, the variances by var_mix.
         self._moment_weight = torch.tensor([[1.0], [self.var_mix]], device=device)
         # Each layer weighs the same in a face's shift score, whatever its width.
@@ -677,15 +670,13 @@ class SafeFaceBN:
 
     def _tail_divergence(self, mean: torch.Tensor, second: torch.Tensor) -> torch.Tensor:
         """(..., T) population E[x] and E[x^2] of the tail channels -> (...,) KL from the training statistics."""
-        mu = self._source[0, self._tail].double()
-        var_t = self._source[1, self._tail].double() + self._eps[self._tail].double()
-        var = (second - mean.square()).clamp(min=1e-12)
-        kl = 0.5 * (var / var_t + (mean - mu).square() / var_t - 1 - torch.log(var / var_t))
-        layers = len(self._tail_names)
-        sums = torch.zeros(*kl.shape[:-1], layers, dtype=torch.float64, device=kl.device)
-        sums.index_add_(kl.dim() - 1, self._tail_layer_of, kl)
-        widths = torch.bincount(self._tail_layer_of, minlength=layers).double()
-        return (sums / widths).mean(-1)
+        tail = self._tail
+        kl = gaussian_kl(mean, second - mean.square(), self._source[0, tail], self._source[1, tail] + self._eps[tail])
+        # The channel mean per tail layer, then the mean over those layers: each layer weighs the same.
+        layer_of = self._layer_of[tail] - int(self._layer_of[tail[0]])
+        sums = torch.zeros(*kl.shape[:-1], len(self._tail_names), dtype=torch.float64, device=kl.device)
+        sums.index_add_(kl.dim() - 1, layer_of, kl)
+        return (sums / self._layer_size[-len(self._tail_names) :]).mean(-1)
 
     def _mean_gate(self, st: _Stream) -> float:
         if st.reference is None:
@@ -730,6 +721,14 @@ class SafeFaceBN:
         st.slot_sig[slot], st.slot_mean[slot], st.slot_var[slot] = sig, mean, var
 
 
+def gaussian_kl(mean: torch.Tensor, var: torch.Tensor, ref_mean: torch.Tensor, ref_var: torch.Tensor) -> torch.Tensor:
+    """Per channel, KL(N(mean, var) || N(ref_mean, ref_var)) in float64 (var floored at 1e-12): how far a
+    channel's statistics on some faces lie from its training (running) statistics."""
+    var, ref_var = var.double().clamp(min=1e-12), ref_var.double()
+    ratio = var / ref_var
+    return 0.5 * (ratio + (mean.double() - ref_mean.double()).square() / ref_var - 1 - torch.log(ratio))
+
+
 def layer_range(start: float, depth: float, n_layers: int) -> range:
     """The indices of the BN layers from ``start`` to ``depth`` of the way through ``n_layers`` (at least one)."""
     first = min(int(start * n_layers + 0.5), n_layers - 1)
@@ -754,9 +753,9 @@ def load_anchor(path: str | Path = TEACHER_ANCHOR) -> tuple[torch.Tensor, dict[s
     return anchor, meta
 
 
-# A student file's model card may carry its own anchor (benchmarks/make_student_anchor.py): a student
-# that was not distilled into the teacher's space (the fast one, bridge-trained to the shipped student's
-# LR embeddings) aims elsewhere than the teacher's anchor.
+# A student file's model card may carry its own anchor (benchmarks/make_student_anchor.py), for a student
+# not distilled into the teacher's space. (The fast one, bridge-trained to the shipped student's LR
+# embeddings, was measured with its own and ships without: docs/facebn.md.)
 CARD_ANCHOR = "adapt_anchor"
 
 
