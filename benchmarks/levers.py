@@ -1,7 +1,10 @@
-"""What each lever of the recipe gives: the main config with one change at a time, on one split (A by default).
+"""What each lever of the recipe gives: a base config with one change at a time, on one split (A by default).
 
-    python benchmarks/levers.py [--levers main tau-0.1 ...] [--config configs/aird.yaml] [--jobs 2]
-    python benchmarks/levers.py --config configs/aird.yaml --main-run runs/aird-A --runs runs/levers-main \
+The levers are defined against the LFW-only recipe the studies started from (configs/ablations/aird-lfw.yaml,
+the default ``--config``): ``pools-no-utkface`` from it is today's main config, configs/aird.yaml.
+
+    python benchmarks/levers.py [--levers main tau-0.1 ...] [--config configs/ablations/aird-lfw.yaml] [--jobs 2]
+    python benchmarks/levers.py --config configs/ablations/aird-lfw.yaml --main-run runs/aird-A --runs runs/levers-main \
         --levers main epochs-20 pools --tag recipe     (the current main config: docs/results/recipe.md;
                                                         --split B --main-run runs/aird-B --tag recipe-B)
 
@@ -109,7 +112,7 @@ def eval_only(overrides: dict) -> bool:
 
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    ap.add_argument("--config", type=Path, default=REPO / "configs" / "aird.yaml")
+    ap.add_argument("--config", type=Path, default=REPO / "configs" / "ablations" / "aird-lfw.yaml")
     ap.add_argument("--levers", nargs="+", default=list(LEVERS), choices=list(LEVERS))
     ap.add_argument("--runs", type=Path, default=REPO / "runs" / "levers")
     ap.add_argument("--main-run", type=Path, default=REPO / "runs" / "bench" / "aird-A")

@@ -244,7 +244,7 @@ def card_page(card: dict, records: list[dict], out: Path, size_mb: float, which:
         "",
         f"## LFW verification: the {which} student beside the HR teacher\n",
         f"All {student[0]['n']:,} pairs, {len(student[0]['settings']['folds'])}-fold accuracy; hr-lr = the HR face "
-        "by the teacher, the LR face by the model (records: `results/{WHICH[which]['page']}.json`).\n",
+        f"by the teacher, the LR face by the model (records: `results/{WHICH[which]['page']}.json`).\n",
         markdown_table(records, ["model", "pairs"], "res", "accuracy", "{:.2%}"),
         "\nTAR at FAR = 1e-3:\n",
         markdown_table(records, ["model", "pairs"], "res", "tar@far=1e-3", "{:.2%}"),

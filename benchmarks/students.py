@@ -24,6 +24,9 @@ point of its own (model ``NAME-onnx``): speed, and accuracy at --speed-res px LR
 quantizes that export to int8 (``aird.models.export.quantize_int8``: static, per-channel weights, ranges
 calibrated on --int8-calibration CelebA faces, a training pool) and measures it as ``NAME-int8`` in every
 accuracy cell, since quantization changes what it computes (its cosine to the float model is recorded).
+Per-layer sensitivity keeps the fewest residual blocks float that bring the int8 graph's embeddings of as
+many other CelebA faces to mean cosine --int8-target-cosine to the float graph's; ``--int8-whole`` also
+measures the graph quantized whole (all but the embedding layer) as ``NAME-int8-whole``.
 
 Writes docs/results/students.json (records in the RESULTS.md shape: ``metrics.faces_per_s`` on every
 record of a model, the speed settings and the ratio to the main student in ``settings.speed``),
@@ -34,6 +37,7 @@ students.md (the table) and students.png (accuracy at --speed-res px LR-LR again
 from __future__ import annotations
 
 import argparse
+import json
 import shlex
 import sys
 import tempfile
@@ -139,8 +143,17 @@ def calibration_faces(root: Path, n: int, res: int, progress: bool) -> np.ndarra
 
 
 def int8_models(
-    students: list[Model], names: list[str], folder: Path, threads: int, batch_size: int, calibration: np.ndarray
+    students: list[Model],
+    names: list[str],
+    folder: Path,
+    threads: int,
+    batch_size: int,
+    calibration: np.ndarray,
+    held_out: np.ndarray,
+    target_cosine: float,
+    whole: bool,
 ) -> list[Model]:
+    """``NAME-int8`` per name (per-layer sensitivity at ``target_cosine``), and ``NAME-int8-whole`` with ``whole``."""
     from aird.models.export import OnnxEmbedder, export_model, quantize_int8
 
     by_label = {m.label: m for m in students}
@@ -149,11 +162,24 @@ def int8_models(
         if name not in by_label or by_label[name].backend != "torch":
             raise ConfigError(f"--int8 {name!r} is not one of the PyTorch students ({', '.join(by_label)})")
         m = by_label[name]
-        graph = quantize_int8(export_model(m.path, folder / f"{name}.onnx"), folder / f"{name}-int8.onnx", calibration)
-        emb = OnnxEmbedder(graph, batch_size, threads=threads)
-        extra = {**m.extra, "onnx_opset": 17, "quantized": "int8 (onnxruntime static, QDQ, per-channel weights)"}
-        extra["int8_calibration"] = f"{len(calibration)} CelebA faces (a training pool), not LFW"
-        out.append(Model(f"{name}-int8", emb, m.method, emb.input_size, "onnxruntime-int8", m.path, extra, m.embedder))
+        graph = export_model(m.path, folder / f"{name}.onnx")
+        variants = [("int8", {"held_out": held_out, "target_cosine": target_cosine})]
+        variants += [("int8-whole", {})] if whole else []
+        for suffix, options in variants:
+            quantized = quantize_int8(graph, folder / f"{name}-{suffix}.onnx", calibration, **options)
+            emb = OnnxEmbedder(quantized, batch_size, threads=threads)
+            extra = {**m.extra, "onnx_opset": 17, "quantized": "int8 (onnxruntime static, QDQ, per-channel weights)"}
+            extra["int8_calibration"] = f"{len(calibration)} CelebA faces (a training pool), not LFW"
+            if options:
+                extra["int8_float_units"] = json.loads(emb.metadata["int8_float_units"])
+                extra["int8_sensitivity"] = json.loads(emb.metadata["int8_sensitivity"])
+                extra["int8_held_out"] = f"{len(held_out)} other CelebA faces"
+                extra["int8_held_out_cosine"] = float(emb.metadata["int8_held_out_cosine"])
+                extra["int8_target_cosine"] = target_cosine
+            else:
+                extra["int8_float_units"] = []  # only the embedding layer, as always
+            label = f"{name}-{suffix}"
+            out.append(Model(label, emb, m.method, emb.input_size, "onnxruntime-int8", m.path, extra, m.embedder))
     return out
 
 
@@ -234,8 +260,19 @@ def run(args: argparse.Namespace, command: str) -> int:
     with tempfile.TemporaryDirectory() as tmp:
         models += onnx_models(students, args.onnx or [], Path(tmp), args.threads, args.batch)
         if args.int8:
-            calibration = calibration_faces(root, args.int8_calibration, args.speed_res, progress)
-            models += int8_models(students, args.int8, Path(tmp), args.threads, args.batch, calibration)
+            n = args.int8_calibration
+            celeba = calibration_faces(root, 2 * n, args.speed_res, progress)
+            models += int8_models(
+                students,
+                args.int8,
+                Path(tmp),
+                args.threads,
+                args.batch,
+                calibration=celeba[:n],
+                held_out=celeba[n:],
+                target_cosine=args.int8_target_cosine,
+                whole=args.int8_whole,
+            )
         faces = speed_faces(root, args.folds, pairs_file, args.speed_faces, args.speed_res, progress)
         speed = measure_speed(
             {m.label: m.embedder for m in models},
@@ -329,6 +366,16 @@ def main(argv: list[str] | None = None) -> int:
     )
     ap.add_argument(
         "--int8-calibration", type=int, default=512, metavar="N", help="CelebA faces calibrating int8 (default 512)"
+    )
+    ap.add_argument(
+        "--int8-target-cosine",
+        type=float,
+        default=0.998,
+        metavar="C",
+        help="held-out cosine to the float graph that per-layer sensitivity keeps blocks float for (default 0.998)",
+    )
+    ap.add_argument(
+        "--int8-whole", action="store_true", help="also measure the graph quantized whole (NAME-int8-whole)"
     )
     ap.add_argument("--res", type=int, nargs="+", default=[16, 12, 8], help="LR-LR resolutions (px)")
     ap.add_argument("--hr-lr-res", type=int, nargs="*", default=[16], help="HR-LR resolutions (px)")

@@ -121,16 +121,49 @@ def export_model(model: str | Path, out: str | Path, opset: int = 17) -> Path:
     return out
 
 
+# Ops whose int8 copy changes what the graph computes; a unit without any is never worth keeping float.
+_QUANTIZED_OPS = frozenset({"Conv", "Gemm", "MatMul", "Add", "Mul"})
+
+
+def int8_unit(node_name: str) -> str:
+    """The unit a graph node belongs to when int8 keeps layers float: the module two levels down its
+    exported name (``/features/features.6/body/body.1/Conv`` -> ``/features/features.6``, a residual
+    block with its shortcut and sum), or the node itself when the name has no module path."""
+    parts = node_name.split("/")
+    return "/".join(parts[:3]) if node_name.startswith("/") and len(parts) > 3 else node_name
+
+
+def _mean_cosine(want: np.ndarray, got: np.ndarray) -> float:
+    norms = np.linalg.norm(want, axis=1) * np.linalg.norm(got, axis=1) + 1e-12
+    return float(np.mean((want * got).sum(1) / norms))
+
+
 def quantize_int8(
-    graph: str | Path, out: str | Path, calibration: np.ndarray, batch_size: int = 64, min_cosine: float = 0.9
+    graph: str | Path,
+    out: str | Path,
+    calibration: np.ndarray,
+    batch_size: int = 64,
+    min_cosine: float = 0.9,
+    held_out: np.ndarray | None = None,
+    target_cosine: float | None = None,
 ) -> Path:
     """An int8 copy of an exported graph (onnxruntime static quantization, QDQ format): weights int8 per
     output channel, activations uint8 with ranges calibrated on ``calibration`` faces, (N, H, W, 3) uint8
     as the embedder receives them. Calibrate on training faces, never on the faces it is evaluated on.
     The embedding layer (the last Gemm/MatMul) stays float: quantized, it collapsed every face onto one
-    embedding (mean cosine 0.07 to the float graph for the fast student). A copy whose embeddings of the
-    calibration faces stray from the float graph's (mean cosine below ``min_cosine``) is an error, never
-    a file. The graph's metadata (card, source) is kept, with ``quantized`` = ``int8``.
+    embedding (mean cosine 0.07 to the float graph for the fast student).
+
+    With ``target_cosine``, per-layer sensitivity decides which other units (``int8_unit``: a residual
+    block, with its sum) stay float. Each unit's sensitivity is the mean cosine between the float graph's
+    embeddings of the ``held_out`` faces (training faces too, other than the calibration ones) and those
+    of the int8 graph that keeps only that unit float. Units are then kept float in that order, most
+    sensitive first, until the int8 graph's held-out cosine reaches ``target_cosine``: the fewest float
+    units, so the most speed, for that fidelity. The graph's metadata records ``int8_float_units``,
+    ``int8_sensitivity`` (unit -> cosine, JSON) and ``int8_held_out_cosine``.
+
+    A copy whose embeddings of the calibration faces stray from the float graph's (mean cosine below
+    ``min_cosine``) is an error, never a file. The graph's metadata (card, source) is kept, with
+    ``quantized`` = ``int8``.
     """
     try:
         import onnx
@@ -141,49 +174,86 @@ def quantize_int8(
     graph, out = Path(graph), Path(out)
     if len(calibration) == 0:
         raise ModelFileError(f"{graph}: int8 calibration needs at least one face")
+    if target_cosine is not None and (held_out is None or len(held_out) == 0):
+        raise ModelFileError(f"{graph}: per-layer sensitivity (target_cosine) needs held-out faces (held_out)")
     source = onnx.load(str(graph))
     size = int(dict((p.key, p.value) for p in source.metadata_props)["input_size"])
-    batches = [
-        {INPUT_NAME: faces_to_tensor(calibration[i : i + batch_size], size).numpy()}
-        for i in range(0, len(calibration), batch_size)
-    ]
+
+    def tensors(faces: np.ndarray) -> list[np.ndarray]:
+        return [faces_to_tensor(faces[i : i + batch_size], size).numpy() for i in range(0, len(faces), batch_size)]
+
+    batches = tensors(calibration)
 
     class Faces(CalibrationDataReader):
         def __init__(self) -> None:
-            self.left = iter(batches)
+            self.left = iter({INPUT_NAME: b} for b in batches)
 
         def get_next(self) -> dict | None:
             return next(self.left, None)
 
+    def embed(path: Path, xs: list[np.ndarray]) -> np.ndarray:
+        import onnxruntime as ort
+
+        session = ort.InferenceSession(str(path), providers=["CPUExecutionProvider"])
+        return np.concatenate([session.run([OUTPUT_NAME], {INPUT_NAME: x})[0] for x in xs])
+
+    props = {p.key: p.value for p in source.metadata_props}
+    props.update(quantized="int8", calibration_faces=str(len(calibration)))
     with atomic_path(out) as tmp:
         prepared = tmp.with_name(tmp.stem + "-prepared.onnx")
-        try:
-            quant_pre_process(str(graph), str(prepared))  # shape inference and folding, as onnxruntime advises
-            nodes = onnx.load(str(prepared)).graph.node
-            embedding = [n.name for n in nodes if n.op_type in ("Gemm", "MatMul")][-1:]
+        trial = tmp.with_name(tmp.stem + "-trial.onnx")
+
+        def quantize(to: Path, keep_float: list[str]) -> None:
             quantize_static(
                 str(prepared),
-                str(tmp),
+                str(to),
                 Faces(),
                 quant_format=QuantFormat.QDQ,
                 per_channel=True,
                 activation_type=QuantType.QUInt8,
                 weight_type=QuantType.QInt8,
-                nodes_to_exclude=embedding,
+                nodes_to_exclude=embedding + [n.name for n in nodes if int8_unit(n.name) in keep_float],
             )
+
+        try:
+            quant_pre_process(str(graph), str(prepared))  # shape inference and folding, as onnxruntime advises
+            nodes = onnx.load(str(prepared)).graph.node
+            embedding = [n.name for n in nodes if n.op_type in ("Gemm", "MatMul")][-1:]
+            keep: list[str] = []
+            if target_cosine is not None:
+                held = tensors(held_out)
+                want = embed(prepared, held)
+
+                def held_cosine(keep_float: list[str]) -> float:
+                    quantize(trial, keep_float)
+                    return _mean_cosine(want, embed(trial, held))
+
+                units = list(
+                    dict.fromkeys(
+                        int8_unit(n.name) for n in nodes if n.op_type in _QUANTIZED_OPS and n.name not in embedding
+                    )
+                )
+                sensitivity = {u: held_cosine([u]) for u in units}
+                reached = held_cosine([])
+                for unit in sorted(units, key=lambda u: -sensitivity[u]):
+                    if reached >= target_cosine:
+                        break
+                    keep.append(unit)
+                    reached = held_cosine(keep)
+                props.update(
+                    int8_float_units=json.dumps(keep),
+                    int8_sensitivity=json.dumps({u: round(c, 6) for u, c in sensitivity.items()}),
+                    int8_held_out_cosine=f"{reached:.6f}",
+                    int8_target_cosine=str(target_cosine),
+                )
+            quantize(tmp, keep)
         finally:
             prepared.unlink(missing_ok=True)
+            trial.unlink(missing_ok=True)
         quantized = onnx.load(str(tmp))
-        props = {p.key: p.value for p in source.metadata_props}
-        onnx.helper.set_model_props(
-            quantized, {**props, "quantized": "int8", "calibration_faces": str(len(calibration))}
-        )
+        onnx.helper.set_model_props(quantized, props)
         onnx.save(quantized, str(tmp))
-        x = batches[0][INPUT_NAME]
-        want, got = run_onnx(graph, x), run_onnx(tmp, x)
-        cosine = float(
-            np.mean((want * got).sum(1) / (np.linalg.norm(want, axis=1) * np.linalg.norm(got, axis=1) + 1e-12))
-        )
+        cosine = _mean_cosine(run_onnx(graph, batches[0]), run_onnx(tmp, batches[0]))
         if not cosine >= min_cosine:
             raise ModelFileError(
                 f"{graph}: its int8 copy embeds the calibration faces at mean cosine {cosine:.3f} to the float "

@@ -75,6 +75,7 @@ def test_package_writes_records_and_the_card_page(packaged):
     page = (tmp / "docs" / "shipped.md").read_text()
     assert read_card(out)["fingerprint"] in page and "aird distill --config configs/shipped.yaml" in page
     assert "| hr-lr |" in page and "bit-exact only on the same CPU" in page
+    assert "(records: `results/shipped.json`)" in page  # the page names its own records file
 
 
 def test_check_reports_match_and_mismatch(bench, packaged, tmp_path, capsys):

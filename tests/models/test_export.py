@@ -93,6 +93,46 @@ def test_int8_copy_of_the_fast_student_stays_close_and_keeps_its_card(real_faces
     assert not (tmp_path / "strict.onnx").exists()
 
 
+def test_int8_unit_is_the_block_a_node_came_from():
+    from aird.models.export import int8_unit
+
+    assert int8_unit("/features/features.6/body/body.1/Conv") == "/features/features.6"
+    assert int8_unit("/features/features.6/Add") == "/features/features.6"
+    assert int8_unit("/Sub") == "/Sub" and int8_unit("MatMulBnFusion_Gemm") == "MatMulBnFusion_Gemm"
+
+
+def test_int8_per_layer_sensitivity_keeps_the_most_sensitive_blocks_float(real_faces, tmp_path):
+    """Per-layer sensitivity: each block's held-out cosine when it alone stays float; the most sensitive
+    blocks stay float, in that order, until the target is met; their convolutions read float weights."""
+    import onnx
+
+    from aird.models.export import export_model, int8_unit, quantize_int8
+    from aird.models.shipped import shipped_student_path
+
+    graph = export_model(shipped_student_path("fast"), tmp_path / "fast.onnx")
+    calibration, held_out = real_faces[:8], real_faces[8:]
+    # A target above what the whole int8 graph reaches on these faces (about 0.9998), so some blocks stay float.
+    out = quantize_int8(graph, tmp_path / "mixed.onnx", calibration, held_out=held_out, target_cosine=0.99995)
+    meta = OnnxEmbedder(out).metadata
+    sensitivity, kept = json.loads(meta["int8_sensitivity"]), json.loads(meta["int8_float_units"])
+    blocks = {int8_unit(n.name) for n in onnx.load(str(graph)).graph.node if n.op_type == "Conv"}
+    assert blocks <= set(sensitivity) and all(0 < c <= 1 for c in sensitivity.values())
+    ranked = sorted(sensitivity, key=lambda u: -sensitivity[u])
+    assert kept and kept == ranked[: len(kept)]
+    reached = float(meta["int8_held_out_cosine"])
+    assert reached >= 0.99995 or kept == ranked
+    int8 = onnx.load(str(out)).graph
+    dequantized = {o for n in int8.node if n.op_type == "DequantizeLinear" for o in n.output}
+    for node in int8.node:
+        if node.op_type == "Conv":
+            assert (int8_unit(node.name) in kept) == (node.input[1] not in dequantized), node.name
+    # Its embeddings of the held-out faces are as close to the float graph's as it says.
+    got, want = OnnxEmbedder(out).embed(held_out), OnnxEmbedder(graph).embed(held_out)
+    assert abs(cosine(got, want).mean() - reached) < 1e-4
+    with pytest.raises(ModelFileError, match="held-out faces"):
+        quantize_int8(graph, tmp_path / "no-held-out.onnx", calibration, target_cosine=0.995)
+
+
 def test_bad_onnx_files_are_clear_errors(tmp_path):
     with pytest.raises(ModelFileError, match="not found"):
         OnnxEmbedder(tmp_path / "missing.onnx")
