@@ -3,14 +3,20 @@
 from __future__ import annotations
 
 import argparse
+import json
 import math
 import re
 import shlex
 import sys
+import tempfile
 from pathlib import Path
 
+import numpy as np
+
 from aird.data.degrade import INTERPOLATIONS, RESOLUTIONS
-from aird.errors import AirdError
+from aird.errors import AirdError, DataError, ModelFileError
+
+MIN_INT8_FACES = 32  # 16 set the activation ranges, 16 rank the blocks: below that both are noise
 
 EPILOG = """examples:
   aird compare                                       the shipped student vs the HR teacher on LFW, 16 and 12 px
@@ -226,10 +232,28 @@ def build_parser() -> argparse.ArgumentParser:
         "--model",
         default=None,
         metavar="MODEL",
-        help="a student .safetensors (default: the shipped student) or a registered model name (e.g. dlib_resnet)",
+        help="a student .safetensors, shipped (the default) or fast (the students that ship with aird), or a "
+        "registered model name (e.g. dlib_resnet)",
     )
     ex.add_argument("--out", type=Path, required=True, help="the .onnx file to write")
     ex.add_argument("--opset", type=int, default=17, help="ONNX opset (default: %(default)s)")
+    ex.add_argument(
+        "--int8",
+        type=Path,
+        default=None,
+        metavar="FACES",
+        help=f"write an int8 graph (onnxruntime static quantization), calibrated on the face crops in this folder "
+        f"(your cameras' faces, any size, at least {MIN_INT8_FACES}): half set the activation ranges, the other half "
+        "decide by per-layer sensitivity which blocks stay float (docs/method.md, the fast student)",
+    )
+    ex.add_argument(
+        "--int8-target-cosine",
+        type=float,
+        default=0.998,
+        metavar="C",
+        help="with --int8: keep blocks float until the held-out faces embed at this mean cosine to the float "
+        "graph (default %(default)s)",
+    )
 
     _add_recognizer_verbs(sub)
     _add_serve(sub)
@@ -831,14 +855,54 @@ def cmd_compare(args: argparse.Namespace) -> int:
     return 0
 
 
-def cmd_export(args: argparse.Namespace) -> int:
-    from aird.models.export import OnnxEmbedder, export_model
-    from aird.models.shipped import default_student_path
+def int8_faces(folder: Path, size: int) -> np.ndarray:
+    """The face crops in ``folder`` at a network's ``size``, in a seeded shuffle (so both halves see every
+    sub-folder): what ``aird export --int8`` calibrates on."""
+    from aird.data.degrade import to_network_input
+    from aird.data.images import is_image_file, load_rgb
+    from aird.data.inputs import expand_paths
 
-    path = export_model(args.model or default_student_path(), args.out, args.opset)
+    if not folder.is_dir():
+        raise DataError("not a folder of face crops", folder, "pass a folder of face images (--int8 FACES)")
+    paths = [p for p in expand_paths([folder]) if is_image_file(p)]
+    if len(paths) < MIN_INT8_FACES:
+        raise DataError(
+            f"{len(paths)} face image(s); int8 calibration needs at least {MIN_INT8_FACES}",
+            folder,
+            "add face crops from your cameras (a few hundred give stable ranges)",
+        )
+    order = np.random.default_rng(0).permutation(len(paths))
+    return np.stack([to_network_input(load_rgb(paths[i]), size) for i in order])
+
+
+def cmd_export(args: argparse.Namespace) -> int:
+    from aird.models.export import OnnxEmbedder, export_model, quantize_int8
+    from aird.models.shipped import SHIPPED_STUDENTS, shipped_student_path
+
+    model = shipped_student_path(args.model or "shipped") if args.model in (None, *SHIPPED_STUDENTS) else args.model
+    if args.int8 is None:
+        path = export_model(model, args.out, args.opset)
+    else:
+        if args.out.suffix != ".onnx":
+            raise ModelFileError(f"{args.out}: the exported file must end in .onnx")
+        with tempfile.TemporaryDirectory() as tmp:
+            graph = export_model(model, Path(tmp) / "float.onnx", args.opset)
+            faces = int8_faces(args.int8, OnnxEmbedder(graph).input_size)
+            half = len(faces) // 2
+            path = quantize_int8(
+                graph, args.out, faces[:half], held_out=faces[half:], target_cosine=args.int8_target_cosine
+            )
     graph = OnnxEmbedder(path)
     name = graph.card.get("name", graph.metadata["model"])
     print(f"{path}: {name}, input {graph.input_size} px, weights {graph.source_fingerprint}, dynamic batch")
+    if args.int8 is not None:
+        meta = graph.metadata
+        kept = json.loads(meta["int8_float_units"])
+        print(
+            f"int8: calibrated on {meta['calibration_faces']} faces of {args.int8}; float blocks: "
+            f"{', '.join(kept) or 'none'} (and the embedding layer); held-out faces at mean cosine "
+            f"{float(meta['int8_held_out_cosine']):.4f} to the float graph"
+        )
     return 0
 
 

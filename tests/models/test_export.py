@@ -133,6 +133,33 @@ def test_int8_per_layer_sensitivity_keeps_the_most_sensitive_blocks_float(real_f
         quantize_int8(graph, tmp_path / "no-held-out.onnx", calibration, target_cosine=0.995)
 
 
+def test_cli_exports_an_int8_graph_calibrated_on_a_folder_of_crops(real_faces, tmp_path, capsys):
+    """`aird export --int8 FACES`: the user's own face crops (any size) calibrate it; a folder with too few
+    faces, or not a folder, is a clear error naming it."""
+    from PIL import Image
+
+    from aird.cli import MIN_INT8_FACES
+
+    crops = tmp_path / "crops" / "cam1"
+    crops.mkdir(parents=True)
+    for i in range(MIN_INT8_FACES):  # every face twice, at two sizes: what a camera's detector gives
+        face = real_faces[i % len(real_faces)]
+        Image.fromarray(face).resize((16 + i % 9, 16 + i % 9)).save(crops / f"{i}.png")
+    out = tmp_path / "fast-int8.onnx"
+    args = ["export", "--model", "fast", "--out", str(out), "--int8", str(tmp_path / "crops")]
+    assert main(args + ["--int8-target-cosine", "0.99995"]) == 0
+    text = capsys.readouterr().out
+    assert "aird-fast" in text and f"calibrated on {MIN_INT8_FACES // 2} faces" in text and "float blocks:" in text
+    int8 = OnnxEmbedder(out)
+    assert int8.metadata["quantized"] == "int8" and int8.input_size == 16
+    assert json.loads(int8.metadata["int8_float_units"])  # the target keeps the most sensitive block(s) float
+    (crops / "0.png").rename(crops / "0.txt")  # one image fewer than needed
+    assert main(args) == 2
+    assert f"int8 calibration needs at least {MIN_INT8_FACES}" in capsys.readouterr().err
+    assert main(args[:-1] + [str(crops / "1.png")]) == 2
+    assert "not a folder of face crops" in capsys.readouterr().err
+
+
 def test_bad_onnx_files_are_clear_errors(tmp_path):
     with pytest.raises(ModelFileError, match="not found"):
         OnnxEmbedder(tmp_path / "missing.onnx")
