@@ -158,8 +158,9 @@ def quantize_int8(
     embeddings of the ``held_out`` faces (training faces too, other than the calibration ones) and those
     of the int8 graph that keeps only that unit float. Units are then kept float in that order, most
     sensitive first, until the int8 graph's held-out cosine reaches ``target_cosine``: the fewest float
-    units, so the most speed, for that fidelity. The graph's metadata records ``int8_float_units``,
-    ``int8_sensitivity`` (unit -> cosine, JSON) and ``int8_held_out_cosine``.
+    units, so the most speed, for that fidelity. When the whole graph already reaches the target, no unit
+    is ranked. The graph's metadata records ``int8_float_units``, ``int8_sensitivity`` (unit -> cosine,
+    JSON; empty when nothing was ranked) and ``int8_held_out_cosine``.
 
     A copy whose embeddings of the calibration faces stray from the float graph's (mean cosine below
     ``min_cosine``) is an error, never a file. The graph's metadata (card, source) is kept, with
@@ -228,25 +229,27 @@ def quantize_int8(
                     quantize(trial, keep_float)
                     return _mean_cosine(want, embed(trial, held))
 
-                units = list(
-                    dict.fromkeys(
+                # The whole graph first: when it already reaches the target, no unit needs ranking.
+                reached, sensitivity = held_cosine([]), {}
+                if reached < target_cosine:
+                    units = dict.fromkeys(
                         int8_unit(n.name) for n in nodes if n.op_type in _QUANTIZED_OPS and n.name not in embedding
                     )
-                )
-                sensitivity = {u: held_cosine([u]) for u in units}
-                reached = held_cosine([])
-                for unit in sorted(units, key=lambda u: -sensitivity[u]):
-                    if reached >= target_cosine:
-                        break
-                    keep.append(unit)
-                    reached = held_cosine(keep)
+                    sensitivity = {u: held_cosine([u]) for u in units}
+                    for unit in sorted(units, key=lambda u: -sensitivity[u]):
+                        keep.append(unit)
+                        reached = held_cosine(keep)
+                        if reached >= target_cosine:
+                            break
                 props.update(
                     int8_float_units=json.dumps(keep),
                     int8_sensitivity=json.dumps({u: round(c, 6) for u, c in sensitivity.items()}),
                     int8_held_out_cosine=f"{reached:.6f}",
                     int8_target_cosine=str(target_cosine),
                 )
-            quantize(tmp, keep)
+                trial.replace(tmp)  # the last trial is the graph that keeps ``keep`` float
+            else:
+                quantize(tmp, keep)
         finally:
             prepared.unlink(missing_ok=True)
             trial.unlink(missing_ok=True)
