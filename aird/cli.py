@@ -149,6 +149,11 @@ def build_parser() -> argparse.ArgumentParser:
         choices=["off", "facebn-safe", "facebn-batch", "facebn-ema", "adabn", "facebn-alpha", "tent"],
         help="test-time adaptation of the model's batch norm (FaceBN; docs/facebn.md)",
     )
+    ev.add_argument(
+        "--flip-fuse",
+        action="store_true",
+        help="embed each face and its mirror image and add the unit embeddings (twice the compute; docs/evaluation.md)",
+    )
     ev.add_argument("--momentum", type=_finite, default=0.1, help="facebn-ema: weight of each new batch")
     ev.add_argument("--alpha", type=_finite, default=0.1, help="facebn-alpha: weight of the batch statistics")
     ev.add_argument("--test-batch", type=int, default=32, help="faces per adaptation step (default: %(default)s)")
@@ -730,8 +735,17 @@ def cmd_eval(args: argparse.Namespace) -> int:
     check_results_file(args.out)
     if args.plots:
         check_writable_folder(args.plots, "--plots folder", "pass a folder (it is created) that can be written")
+    if args.flip_fuse and args.adapt != "off":
+        raise AirdError(
+            "--flip-fuse with --adapt: a mirrored copy of each batch would update the FaceBN statistics twice; "
+            "measure one of them at a time"
+        )
     embedder = load_embedder(args.model)
     method = embedder.method
+    if args.flip_fuse:
+        from aird.models.embedder import FlipFused
+
+        embedder = FlipFused(embedder)
     gallery = None
     if args.adapt != "off":
         embedder, gallery = _adapted(embedder, args), embedder

@@ -412,7 +412,7 @@ def summary_tables(diffs: dict[tuple[str, str], list[tuple[float, str]]]) -> lis
             return f"{min(g):+.2f} / {np.mean(g):+.2f} ({'meets' if min(g) >= 3 else 'short of'} +3)" if g else "—"
 
         below = sum(d < -0.3 for d, _ in ds)
-        ok = "yes" if below == 0 else f"no ({below} streams)"
+        ok = "yes" if below == 0 else f"no ({below} stream{'s' if below != 1 else ''})"
         lines.append(
             f"| {model} | {mode} | {len(ds)} | {ok} | {gains('orl 16 px')} | {gains('lfw-shift:mixed 16 px')} |"
         )

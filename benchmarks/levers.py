@@ -142,9 +142,12 @@ def main() -> None:
         ran = json.loads((main_cfg.run_dir() / "config.json").read_text())
         # through the current schema: a setting added since the run (at its default) is no difference
         ran = json.loads(json.dumps(dataclasses.asdict(from_dict(ExperimentConfig, ran))))
-        ran.pop("out_dir", None)
+        # the name and directory only place and label the run: the same settings train the same weights
+        for key in ("out_dir", "name"):
+            ran.pop(key, None)
         wanted = json.loads(json.dumps(dataclasses.asdict(main_cfg)))
-        wanted.pop("out_dir")
+        for key in ("out_dir", "name"):
+            wanted.pop(key)
         if ran != wanted:
             raise SystemExit(f"{main_cfg.run_dir()} was trained with another config than {args.config}; move it away")
     train = [c for lever, c in configs.items() if not done(c) and not eval_only(LEVERS[lever][1])]

@@ -136,3 +136,29 @@ def test_eval_with_facebn_adaptation(data_root, small_pairs, tmp_path):
 def test_adapt_needs_a_bn_model(data_root, capsys):
     assert main(["eval", "--model", "dlib", "--adapt", "facebn-ema", "--data-root", str(data_root), "--quiet"]) == 2
     assert "--adapt needs a PyTorch model" in capsys.readouterr().err
+
+
+def test_eval_flip_fuse_embeds_each_face_and_its_mirror(data_root, small_pairs, tmp_path, capsys):
+    """--flip-fuse: the record names the fused model and its scores are those of the summed unit embeddings."""
+    import numpy as np
+
+    from aird.models.embedder import FlipFused
+    from aird.models.load import load_embedder
+
+    out = tmp_path / "fused.json"
+    common = ["--model", "fast", "--res", "16", "--pairs-file", str(small_pairs), "--data-root", str(data_root)]
+    assert main(["eval", *common, "--flip-fuse", "--out", str(out), "--quiet"]) == 0
+    (rec,) = json.loads(out.read_text())["records"]
+    assert rec["model"].endswith("+flip") and rec["settings"]["model_fingerprint"].endswith("-flipfuse")
+    assert "--flip-fuse" in json.loads(out.read_text())["command"]
+
+    fused = FlipFused(load_embedder("fast"))
+    faces = np.random.default_rng(0).integers(0, 255, (4, 16, 16, 3), dtype=np.uint8)
+    plain = load_embedder("fast").embed(faces)
+    mirrored = load_embedder("fast").embed(np.ascontiguousarray(faces[:, :, ::-1]))
+    unit = lambda e: e / np.linalg.norm(e, axis=1, keepdims=True)  # noqa: E731
+    assert np.allclose(unit(fused.embed(faces)), unit(unit(plain) + unit(mirrored)), atol=1e-5)
+
+    capsys.readouterr()
+    assert main(["eval", *common, "--flip-fuse", "--adapt", "facebn-ema", "--quiet"]) == 2
+    assert "--flip-fuse with --adapt" in capsys.readouterr().err

@@ -147,6 +147,23 @@ class DegradationConfig:
 
 
 @dataclass
+class MixupConfig:
+    """Blended inputs for bridge distillation: a share ``prob`` of each batch's HR chips is replaced by
+    lam * chip + (1 - lam) * another chip of the batch, lam ~ Beta(alpha, alpha), before LR synthesis.
+
+    A blend has no identity and no cached HR-teacher embedding, but the bridge embeds it like any face, so
+    the student learns the bridge's function on inputs beyond the training faces ("function matching",
+    Beyer et al. 2022, "Knowledge distillation: a good teacher is patient and consistent")."""
+
+    prob: float = 0.5
+    alpha: float = 1.0
+
+    def __post_init__(self) -> None:
+        require("bridge.mixup.prob", self.prob, 0.0 <= self.prob <= 1.0, "in [0, 1]")
+        require("bridge.mixup.alpha", self.alpha, self.alpha > 0, "> 0")
+
+
+@dataclass
 class BridgeConfig:
     """Bridge distillation: a trained student teaches, on the same LR face, in place of the HR teacher.
 
@@ -159,9 +176,17 @@ class BridgeConfig:
     # Both targets at once: f_t points along (1 - w) * the bridge's unit embedding + w * the HR teacher's
     # (with the bridge's length); 0 is plain bridge distillation.
     teacher_weight: float = 0.0
+    mixup: MixupConfig | None = None  # off unless given
 
     def __post_init__(self) -> None:
         require("bridge.teacher_weight", self.teacher_weight, 0.0 <= self.teacher_weight <= 1.0, "in [0, 1]")
+        if self.mixup is not None and self.student is None:
+            raise ConfigError("bridge.mixup blends faces that only a bridge can embed: set bridge.student")
+        if self.mixup is not None and self.teacher_weight > 0:
+            raise ConfigError(
+                "bridge.mixup with bridge.teacher_weight > 0: the HR teacher's cached embeddings are of unblended "
+                "faces; drop one of the two"
+            )
         if self.teacher_weight > 0 and self.student is None:
             raise ConfigError("bridge.teacher_weight mixes the HR teacher into a bridge's targets: set bridge.student")
         if self.student not in (None, "shipped"):

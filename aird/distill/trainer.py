@@ -347,10 +347,31 @@ class Trainer:
         degradation = self.degradations[side]
         f_hr = torch.where(torch.from_numpy(flips)[:, None], self.teacher_flip[idx], self.teacher[idx])
         if self.bridge is not None:  # native faces of several sides: a list, not one array
+            labels = self.labels[idx]
+            if self.cfg.bridge.mixup is not None:
+                chips, blended = self._mixup(chips, idx, epoch)
+                labels = torch.where(torch.from_numpy(blended), -1, labels)  # a blend is nobody
             lr_faces = [degradation(c, k) for c, k in zip(chips, keys)]
-            return self._bridge_batch(lr_faces, self.labels[idx], side, f_hr)
+            return self._bridge_batch(lr_faces, labels, side, f_hr)
         lr = degradation.batch(chips, keys)
         return faces_to_tensor(lr), f_hr, self.labels[idx]
+
+    def _mixup(self, chips: np.ndarray, idx: np.ndarray, epoch: int) -> tuple[np.ndarray, np.ndarray]:
+        """Blend a share of the batch's chips with another chip of the batch (``bridge.mixup``); each face's
+        draw is seeded by the face and the epoch, so a resumed run or another rank count blends alike."""
+        mix = self.cfg.bridge.mixup
+        out, blended = chips.copy(), np.zeros(len(idx), dtype=bool)
+        if len(idx) < 2:
+            return out, blended
+        for k, i in enumerate(idx):
+            rng = np.random.default_rng(stable_seed("mixup", self.cfg.train.seed, epoch, int(i)))
+            if rng.random() >= mix.prob:
+                continue
+            lam = rng.beta(mix.alpha, mix.alpha)
+            other = (k + 1 + int(rng.integers(len(idx) - 1))) % len(idx)  # any face of the batch but itself
+            out[k] = np.clip(lam * chips[k] + (1.0 - lam) * chips[other] + 0.5, 0, 255).astype(np.uint8)
+            blended[k] = True
+        return out, blended
 
     @torch.no_grad()
     def _bridge_batch(

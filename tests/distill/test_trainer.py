@@ -17,6 +17,7 @@ from tiny import synthetic_set, tiny_config, tiny_settings  # noqa: E402
 from aird.config import from_dict, load_yaml  # noqa: E402
 from aird.data.align import align_settings_for  # noqa: E402
 from aird.data.chips import align_images  # noqa: E402
+from aird.data.degrade import stable_seed  # noqa: E402
 from aird.data.lfw import LFW  # noqa: E402
 from aird.distill.config import ExperimentConfig, load_experiment  # noqa: E402
 from aird.distill.data import TrainingSet  # noqa: E402
@@ -25,6 +26,7 @@ from aird.distill.trainer import (  # noqa: E402
     Trainer,
     TrainingError,
     TrainingInterrupted,
+    epoch_order,
     load_checkpoint,
 )
 from aird.errors import ConfigError, ModelFileError  # noqa: E402
@@ -318,3 +320,52 @@ def test_bridge_to_a_missing_student_fails_at_load(tmp_path):
     settings["bridge"] = {"student": str(tmp_path / "nope.safetensors")}
     with pytest.raises(ConfigError, match="bridge.student.*not found"):
         from_dict(ExperimentConfig, settings)
+
+
+def test_bridge_mixup_blends_a_share_of_the_chips_and_unlabels_them(tmp_path):
+    """bridge.mixup: the blended faces are convex blends of two chips of the batch, labelled -1, drawn the
+    same way on every call (seeded by face and epoch); mixup needs a bridge and no HR-teacher mixing."""
+    _, bridge_file = saved_bridge(tmp_path, 16)
+    settings = tiny_settings(tmp_path / "run", student={"model": "lr_resnet", "input_size": 16}, max_steps=2)
+    settings["bridge"] = {"student": str(bridge_file), "mixup": {"prob": 0.5, "alpha": 1.0}}
+    trainer = make_trainer(from_dict(ExperimentConfig, settings), synthetic_set(), tmp_path / "run")
+    chips = trainer.data.chips[:16].astype(np.int16)
+    idx = np.arange(16)
+    out, blended = trainer._mixup(trainer.data.chips[:16], idx, epoch=0)
+    again, blended_again = trainer._mixup(trainer.data.chips[:16], idx, epoch=0)
+    assert np.array_equal(out, again) and np.array_equal(blended, blended_again)
+    assert 0 < blended.sum() < 16  # about half of them
+    assert np.array_equal(out[~blended], trainer.data.chips[:16][~blended])
+    for k in np.flatnonzero(blended):  # out[k] = lam chip_k + (1 - lam) chip_j for some other j and lam in [0, 1]
+        fits = []
+        for j in range(16):
+            if j == k or np.array_equal(chips[j], chips[k]):
+                continue
+            d = (chips[k] - chips[j]).astype(np.float64).ravel()
+            lam = float(np.clip(d @ (out[k].astype(np.float64).ravel() - chips[j].ravel()) / (d @ d), 0, 1))
+            fits.append(np.abs(lam * chips[k] + (1 - lam) * chips[j] - out[k]).max())
+        assert min(fits) <= 1.0
+    assert not np.array_equal(trainer._mixup(trainer.data.chips[:16], idx, epoch=1)[1], blended)  # new draws each epoch
+
+    # In a training batch, exactly the blended faces lose their label.
+    cfg = trainer.cfg.train
+    batch_idx = epoch_order(len(trainer.data), cfg.seed, 0)[: cfg.batch_size]
+    chips_in = trainer.data.chips[batch_idx]
+    flips = np.array(
+        [np.random.default_rng(stable_seed("flip", cfg.seed, 0, int(i))).random() < 0.5 for i in batch_idx]
+    )
+    chips_in = np.where(flips[:, None, None, None], chips_in[:, :, ::-1], chips_in)
+    expected_blend = trainer._mixup(chips_in, batch_idx, 0)[1]
+    labels = trainer._batch(0, 0)[2]
+    original = torch.from_numpy(trainer.data.labels[batch_idx])
+    assert torch.equal(labels, torch.where(torch.from_numpy(expected_blend), -1, original))
+    trainer.fit()  # blended batches train
+
+    for bad in (
+        {"mixup": {"prob": 0.5}},  # no bridge
+        {"student": str(bridge_file), "teacher_weight": 0.5, "mixup": {"prob": 0.5}},
+    ):
+        with pytest.raises(ConfigError, match="mixup"):
+            from_dict(ExperimentConfig, {**settings, "bridge": bad})
+    with pytest.raises(ConfigError, match="mixup.prob"):
+        from_dict(ExperimentConfig, {**settings, "bridge": {"student": str(bridge_file), "mixup": {"prob": 2}}})
