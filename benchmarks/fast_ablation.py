@@ -1,13 +1,19 @@
 """The fast student's ablation: finished runs of configs/fast.yaml and its variants, side by side.
 
     aird distill --config configs/ablations/fast-3ep.yaml   # and fast-3ep-center, fast-12ep,
-                                                            # fast-{wide,deep,nobridge,dlib32,dlib32-prog,both}-12ep
+                                                            # fast-{wide,deep,nobridge,dlib32,dlib32-prog,both}-12ep,
+                                                            # fast-mixup, fast-jitter
     aird eval --benchmark orl --res 16 --model runs/fast-3ep-all/student.safetensors --out runs/fast-3ep-all/orl.json
     python benchmarks/fast_ablation.py --run 3ep=runs/fast-3ep-all --run 3ep-center=runs/fast-3ep-center-all \\
-        --run 12ep=runs/fast-12ep-all --run 36ep=runs/aird-fast-all \\
+        --run 12ep=runs/fast-12ep-all --run 36ep-v1=runs/aird-fast-all-v1 --run 36ep=runs/aird-fast-all \\
+        --run 36ep-mixup=runs/fast-mixup-all --run 36ep-jitter=runs/fast-jitter-all \\
         --run 12ep-wide=runs/fast-wide-12ep-all --run 12ep-deep=runs/fast-deep-12ep-all \\
         --run 12ep-nobridge=runs/fast-nobridge-12ep-all --run 12ep-dlib32=runs/fast-dlib32-12ep-all \\
         --run 12ep-dlib32-prog=runs/fast-dlib32-prog-12ep-all --run 12ep-both=runs/fast-both-12ep-all
+
+The 3- and 12-epoch runs and ``36ep-v1`` (runs/aird-fast-all-v1, the fast file shipped until 2026-11-30)
+learnt from the former shipped student; ``36ep`` (configs/fast.yaml) and the 36-epoch variants from the
+shipped student retrained that day.
 
 Each run's LFW records (its results.json, split all) and, when the run directory holds one, its ORL
 identification record (orl.json: HR gallery, 16 px probes) go into docs/results/fast-ablation.json,
@@ -60,11 +66,13 @@ def row(label: str, records: list[dict]) -> str:
     target = f"{bridge} student (bridge)" if bridge else "HR teacher"
     if bridge and lean:
         target += f" and HR teacher (w {lean:g})"
+    mix = (exp.get("bridge") or {}).get("mixup")
+    mixup = f"{mix['prob']:g} (α {mix['alpha']:g})" if mix else "no"
     sides = exp["student"].get("progressive") or []
     side = " → ".join(str(s) for s in [*sides, exp["student"]["input_size"]])
     return (
         f"| {label} | `{exp['student']['model']}` | {side} | {target} | {exp['train']['epochs']} | "
-        f"{'yes' if center else 'no'} | "
+        f"{'yes' if center else 'no'} | {mixup} | "
         f"{metric('verification', 16, 'lr-lr', 'accuracy')} | {metric('verification', 16, 'lr-lr', 'tar@far=1e-3')} | "
         f"{metric('verification', 16, 'hr-lr', 'accuracy')} | {metric('identification', 16, None, 'rank1')} | "
         f"{wall / 60:.0f} |"
@@ -88,9 +96,9 @@ def main(argv: list[str] | None = None) -> int:
         "LFW: all 6,000 pairs, 10-fold accuracy and TAR at FAR 1e-3 (%); ORL: rank-1 (%) of 16 px probes "
         "against one HR photo per person (the gallery embedded by the same student, from the aligned chip), the "
         "validation set the recipe was chosen on.\n",
-        "| variant | student | input px (by epoch) | f_t | epochs | centred cosine | LFW 16 px LR-LR | TAR@1e-3 | "
-        "LFW 16 px HR-LR | ORL 16 px rank-1 | train min |",
-        "|---|---|---|---|---:|---|---:|---:|---:|---:|---:|",
+        "| variant | student | input px (by epoch) | f_t | epochs | centred cosine | mixup | LFW 16 px LR-LR | "
+        "TAR@1e-3 | LFW 16 px HR-LR | ORL 16 px rank-1 | train min |",
+        "|---|---|---|---|---:|---|---|---:|---:|---:|---:|---:|",
         *(row(label, recs) for label, recs in per_run.items()),
     ]
     table = "\n".join(lines) + "\n"

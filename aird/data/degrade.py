@@ -162,12 +162,18 @@ def to_network_input(face: np.ndarray, size: int, interpolation: str = "bicubic"
     crop) both reach a model through here, with the OpenCV interpolation the students were trained
     on, so the same LR pixels give the same tensor whichever way they came. A face already at
     ``size`` x ``size`` is returned as it is.
+
+    ``interpolation`` enlarges; a face larger than ``size`` is always shrunk by area averaging, since
+    OpenCV's bicubic and bilinear shrink without a low-pass filter and alias: a 150 px HR chip
+    shrunk bicubically for the 16 px fast student cost it 4.2 points of ORL rank-1 (docs/method.md).
     """
     if face.dtype != np.uint8 or face.ndim != 3 or face.shape[2] != 3:
         raise ValueError(f"expected an (H, W, 3) uint8 face, got {face.dtype} {face.shape}")
     if face.shape[:2] == (size, size):
         return face
-    return cv2.resize(np.ascontiguousarray(face), (size, size), interpolation=INTERPOLATIONS[interpolation])
+    shrink = face.shape[0] > size or face.shape[1] > size
+    how = cv2.INTER_AREA if shrink else INTERPOLATIONS[interpolation]
+    return cv2.resize(np.ascontiguousarray(face), (size, size), interpolation=how)
 
 
 def upsample(lr: np.ndarray, size: int, interpolation: str = "bicubic") -> np.ndarray:

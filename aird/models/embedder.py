@@ -16,6 +16,8 @@ from aird.data.degrade import Degradation, to_network_input
 from aird.io import atomic_path, read_npz_cache
 from aird.paths import cache_dir
 
+HR_CHIP_SIZE = 150  # the aligned HR chip's side (dlib's input)
+
 
 @runtime_checkable
 class Embedder(Protocol):
@@ -140,6 +142,11 @@ def embed_cached(
 ) -> np.ndarray:
     """Embed samples ``keys``; faces are made lazily (``make_faces(indices)``) only for what is not cached."""
     fp = embedder.fingerprint()
+    size = getattr(embedder, "input_size", None)
+    if size is not None and size < HR_CHIP_SIZE:
+        # Faces larger than such a network's input are shrunk by area averaging since 2026-11-30 (bicubic
+        # before, which aliased): what it cached before then is not reused.
+        transform_key += "-shrink-area"
     cache = EmbeddingCache(fp, transform_key) if fp else None
     if cache is None:
         chunk = max(1, len(keys))  # a stateful embedder (test-time adaptation) sees the whole set, in order

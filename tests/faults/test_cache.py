@@ -83,6 +83,33 @@ def test_embed_cached_survives_a_damaged_cache_file(cache):
     assert out.shape == (2, 3) and (out == 1).all()
 
 
+@pytest.mark.parametrize("input_size, reused", [(16, False), (150, True)])
+def test_a_small_input_networks_embeddings_from_before_area_shrinking_are_not_reused(cache, input_size, reused):
+    """Shrinking a face for a network smaller than the HR chip changed (bicubic -> area) on 2026-11-30, so a
+    16 px student's old cache entries must be recomputed; a 150 px network never shrinks and keeps them."""
+    calls = []
+
+    class Net:
+        name = "net"
+
+        def __init__(self):
+            self.input_size = input_size
+
+        def fingerprint(self) -> str:
+            return "net-v1"
+
+        def embed(self, faces: np.ndarray) -> np.ndarray:
+            calls.append(len(faces))
+            return np.ones((len(faces), 3), np.float32)
+
+    keys = ["a", "b"]
+    before = EmbeddingCache("net-v1", "t")  # what the cache held under the old key
+    before.put(keys, np.full((2, 3), 7.0, np.float32))
+    before.flush()
+    out = embed_cached(Net(), keys, lambda idx: np.zeros((len(idx), 2, 2, 3), np.uint8), "t", progress=False)
+    assert (out == 7.0).all() == reused and (calls == []) == reused
+
+
 def test_damaged_head_and_bn_statistics_are_model_file_errors(tmp_path):
     head = tmp_path / "head.safetensors"
     save_head(head, CosineClassifier(8, 3))

@@ -41,3 +41,16 @@ def test_recognizer_embeds_a_crop_as_the_student_embeds_the_degraded_chip(recogn
         expected = recognizer._student.module(faces_to_tensor(Degradation(res=16, out_size=150)(chip, "k")[None]))
     expected = (expected / expected.norm()).numpy()[0]
     assert np.abs(face.embedding - expected).max() < 1e-5
+
+
+@pytest.mark.parametrize("side", [150, 32, 20])
+def test_a_face_larger_than_the_input_is_shrunk_by_area_averaging(chip, side):
+    """Bicubic shrinking aliases (OpenCV filters nothing first); area averaging is the one way down."""
+    import cv2
+
+    face = cv2.resize(chip, (side, side), interpolation=cv2.INTER_AREA)
+    for how in ("bicubic", "bilinear", "area"):
+        assert (to_network_input(face, 16, how) == cv2.resize(face, (16, 16), interpolation=cv2.INTER_AREA)).all()
+    # enlarging keeps the interpolation asked for
+    small = face[:12, :12].copy()
+    assert (to_network_input(small, 16) == cv2.resize(small, (16, 16), interpolation=cv2.INTER_CUBIC)).all()
