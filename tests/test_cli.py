@@ -156,7 +156,10 @@ def test_eval_flip_fuse_embeds_each_face_and_its_mirror(data_root, small_pairs, 
     faces = np.random.default_rng(0).integers(0, 255, (4, 16, 16, 3), dtype=np.uint8)
     plain = load_embedder("fast").embed(faces)
     mirrored = load_embedder("fast").embed(np.ascontiguousarray(faces[:, :, ::-1]))
-    unit = lambda e: e / np.linalg.norm(e, axis=1, keepdims=True)  # noqa: E731
+
+    def unit(e: np.ndarray) -> np.ndarray:
+        return e / np.linalg.norm(e, axis=1, keepdims=True)
+
     assert np.allclose(unit(fused.embed(faces)), unit(unit(plain) + unit(mirrored)), atol=1e-5)
 
     capsys.readouterr()

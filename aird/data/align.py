@@ -40,9 +40,12 @@ def dlib_model_file(name: str) -> Path:
     return path
 
 
+CHIP_SIZE = 150  # the aligned HR chip's side: dlib's input
+
+
 @dataclass(frozen=True)
 class AlignSettings:
-    size: int = 150
+    size: int = CHIP_SIZE
     padding: float = 0.25
     upsample: int = 1  # detector pyramid up-sampling: finds faces down to ~40 px
     # Stand-in detection box when no face is found: centre x, centre y (fractions of width, height)
@@ -66,7 +69,7 @@ FALLBACK_BOXES = {
 CHIP_BOX = (0.5, 0.5, 1.0)  # an aligned chip is its own face box: the centred square of its shorter side
 
 
-def align_settings_for(dataset: str, size: int = 150, aligned: bool = False) -> AlignSettings:
+def align_settings_for(dataset: str, size: int = CHIP_SIZE, aligned: bool = False) -> AlignSettings:
     """Alignment per data set: only the fallback box (where its photos put the face) differs.
     ``aligned``: the images are already-aligned chips, so the whole chip is the fallback box."""
     box = CHIP_BOX if aligned else FALLBACK_BOXES.get(dataset, FALLBACK_BOXES["lfw"])

@@ -11,12 +11,11 @@ import torch
 from torch import nn
 from tqdm.auto import tqdm
 
+from aird.data.align import CHIP_SIZE
 from aird.data.chips import ChipSet
 from aird.data.degrade import Degradation, to_network_input
 from aird.io import atomic_path, read_npz_cache
 from aird.paths import cache_dir
-
-HR_CHIP_SIZE = 150  # the aligned HR chip's side (dlib's input)
 
 
 @runtime_checkable
@@ -143,7 +142,7 @@ def embed_cached(
     """Embed samples ``keys``; faces are made lazily (``make_faces(indices)``) only for what is not cached."""
     fp = embedder.fingerprint()
     size = getattr(embedder, "input_size", None)
-    if size is not None and size < HR_CHIP_SIZE:
+    if size is not None and size < CHIP_SIZE:
         # Faces larger than such a network's input are shrunk by area averaging since 2026-11-30 (bicubic
         # before, which aliased): what it cached before then is not reused.
         transform_key += "-shrink-area"
