@@ -27,7 +27,7 @@ from aird.data.lfw import LFW
 from aird.distill.config import load_experiment
 from aird.distill.data import SPLIT_TEST_FOLDS
 from aird.distill.methods import METHODS
-from aird.distill.run import run_experiment, run_in_subprocesses
+from aird.distill.run import run_experiment, run_in_subprocesses, run_scores
 from aird.eval.metrics import kfold_accuracy, merged_verification_metrics
 from aird.eval.plots import plot_score_distributions
 from aird.eval.records import environment, load_records, make_record, markdown_table, paired_fold_table, write_records
@@ -141,8 +141,13 @@ def main() -> None:
                 res, mode = rec_a["res"], rec_a["pairs"]
                 parts = []
                 for s in ("A", "B"):
-                    with np.load(run_dir(args.runs, method, s) / f"scores-{res}-{mode}.npz") as z:
-                        parts.append((z["scores"], z["labels"], z["folds"]))
+                    part = run_scores(run_dir(args.runs, method, s), res, mode)
+                    if part is None:
+                        raise SystemExit(
+                            f"distill.py: {run_dir(args.runs, method, s)} saved no scores for {res} px {mode}; "
+                            "move the run away so that it is trained and evaluated again"
+                        )
+                    parts.append(part)
                 metrics = merged_verification_metrics(parts)
                 threshold = metrics.pop("threshold_mean")
                 if args.speed and mode == "lr-lr":

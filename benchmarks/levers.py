@@ -25,11 +25,9 @@ import shlex
 import sys
 from pathlib import Path
 
-import numpy as np
-
 from aird.config import from_dict
 from aird.distill.config import ExperimentConfig, load_experiment
-from aird.distill.run import evaluate_student, run_experiment, run_in_subprocesses
+from aird.distill.run import evaluate_student, run_experiment, run_in_subprocesses, run_scores
 from aird.eval.metrics import kfold_accuracy
 from aird.eval.records import load_records, markdown_table, paired_fold_table, write_records
 from aird.models.student import load_student
@@ -82,15 +80,6 @@ LEVERS: dict[str, tuple[str, dict]] = {
         {"data.pools": ["lfw", "celeba", "utkface"], "data.leak_threshold": 0.95},
     ),
 }
-
-
-def run_scores(run: Path, res: int, pairs: str) -> tuple | None:
-    """(scores, labels, folds) a run saved for one resolution and pair mode; None if it saved none."""
-    path = run / f"scores-{res}-{pairs}.npz"
-    if not path.is_file():
-        return None
-    with np.load(path) as z:
-        return z["scores"], z["labels"], z["folds"]
 
 
 def with_overrides(base: ExperimentConfig, overrides: dict, **top) -> ExperimentConfig:

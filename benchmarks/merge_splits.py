@@ -19,8 +19,7 @@ import shlex
 import sys
 from pathlib import Path
 
-import numpy as np
-
+from aird.distill.run import run_scores
 from aird.eval.metrics import kfold_accuracy, merged_verification_metrics
 from aird.eval.records import load_records, make_record, markdown_table, paired_fold_table, write_records
 
@@ -46,13 +45,9 @@ def merged_records(label: str, runs: tuple[Path, Path]) -> list[dict]:
     records = []
     for rec in by_split[0]:
         res, mode = rec["res"], rec["pairs"]
-        files = [run / f"scores-{res}-{mode}.npz" for run in runs]
-        if not all(f.is_file() for f in files):
+        parts = [run_scores(run, res, mode) for run in runs]
+        if any(p is None for p in parts):
             continue
-        parts = []
-        for f in files:
-            with np.load(f) as z:
-                parts.append((z["scores"], z["labels"], z["folds"]))
         metrics = merged_verification_metrics(parts)
         metrics.pop("threshold_mean")
         settings = {

@@ -137,10 +137,23 @@ def evaluate_student(cfg: ExperimentConfig, student: torch.nn.Module, teacher: E
             rec["settings"]["experiment"] = asdict(cfg)
             records.append(rec)
             # Per-pair scores, so both splits can be merged into the 6,000-pair "all" figure.
-            with atomic_path(cfg.run_dir() / f"scores-{res}-{mode}.npz") as tmp:
+            with atomic_path(scores_path(cfg.run_dir(), res, mode)) as tmp:
                 with open(tmp, "wb") as fh:
                     np.savez(fh, scores=result.scores, labels=result.labels, folds=result.folds)
     return records
+
+
+def scores_path(run_dir: Path, res: int, pairs: str) -> Path:
+    return Path(run_dir) / f"scores-{res}-{pairs}.npz"
+
+
+def run_scores(run_dir: Path, res: int, pairs: str) -> tuple[np.ndarray, np.ndarray, np.ndarray] | None:
+    """(scores, labels, folds) a run saved for one resolution and pair mode; None if it saved none."""
+    path = scores_path(run_dir, res, pairs)
+    if not path.is_file():
+        return None
+    with np.load(path) as z:
+        return z["scores"], z["labels"], z["folds"]
 
 
 def load_init(path: str | Path, cfg: ExperimentConfig) -> torch.nn.Module:
