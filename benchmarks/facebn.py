@@ -50,7 +50,7 @@ from aird.data.extra import celeba_items
 from aird.distill.data import SPLIT_TEST_FOLDS
 from aird.eval.metrics import cosine_similarity, kfold_accuracy, similarity_matrix, verification_metrics
 from aird.eval.protocols import lfw_pairs, orl_identification
-from aird.eval.records import load_records, make_record, write_records
+from aird.eval.records import load_records, make_record, paired_difference, write_records
 from aird.eval.runner import EvalConfig, _settings, run_identification, run_verification
 from aird.models.embedder import TorchEmbedder, embed_chips, faces_to_tensor
 from aird.models.heads import load_head
@@ -366,21 +366,6 @@ def default_stamp() -> dict:
     return {"default_adapt": STREAM_DEFAULT, "default_adapt_kwargs": STREAM_DEFAULT_KWARGS}
 
 
-def hits_or_values(v: str | list | None) -> list | None:
-    """Fold accuracies (a list), or probe hits ("0"/"1" per probe; older records: a list of ints)."""
-    return [int(c) for c in v] if isinstance(v, str) else v
-
-
-def paired(a: dict, b: dict) -> tuple[float, float] | None:
-    """Mean and standard error (points) of a - b, paired over folds (verification) or probes (identification)."""
-    for key in ("fold_accuracies", "probe_hits"):
-        x, y = (hits_or_values(r["settings"].get(key)) for r in (a, b))
-        if x is not None and y is not None and len(x) == len(y) and len(x) > 1:
-            d = (np.asarray(x, float) - np.asarray(y, float)) * 100
-            return float(d.mean()), float(d.std(ddof=1) / np.sqrt(len(d)))
-    return None
-
-
 def summary_tables(diffs: dict[tuple[str, str], list[tuple[float, str]]]) -> list[str]:
     """Per student: each mode's mean and worst difference from `off`, and the issue's bar for the default:
     never more than 0.3 points below `off` on any stream, at least +3 on every ORL 16 px and LFW mixed stream."""
@@ -466,7 +451,7 @@ def write_tables(json_path: Path, md: Path) -> None:
                     continue
                 text = f"{r['metrics'][metric]:.2%}"
                 if off is not None and mode != "off":
-                    d = paired(r, off)
+                    d = paired_difference(r, off)
                     diff = (r["metrics"][metric] - off["metrics"][metric]) * 100
                     text += f" ({diff:+.1f}" + (f" ± {d[1]:.1f})" if d else ")")
                     diffs.setdefault((model, mode), []).append((diff, f"{cond} {res} px {row}"))

@@ -2,11 +2,11 @@
 
     aird distill --config configs/ablations/fast-3ep.yaml   # and fast-3ep-center, fast-12ep,
                                                             # fast-{wide,deep,nobridge,dlib32,dlib32-prog,both}-12ep,
-                                                            # fast-mixup, fast-jitter
+                                                            # fast-mixup, fast-jitter, fast-4x4
     aird eval --benchmark orl --res 16 --model runs/fast-3ep-all/student.safetensors --out runs/fast-3ep-all/orl.json
     python benchmarks/fast_ablation.py --run 3ep=runs/fast-3ep-all --run 3ep-center=runs/fast-3ep-center-all \\
         --run 12ep=runs/fast-12ep-all --run 36ep-v1=runs/aird-fast-all-v1 --run 36ep=runs/aird-fast-all \\
-        --run 36ep-mixup=runs/fast-mixup-all --run 36ep-jitter=runs/fast-jitter-all \\
+        --run 36ep-mixup=runs/fast-mixup-all --run 36ep-jitter=runs/fast-jitter-all --run 36ep-4x4=runs/fast-4x4-all \\
         --run 12ep-wide=runs/fast-wide-12ep-all --run 12ep-deep=runs/fast-deep-12ep-all \\
         --run 12ep-nobridge=runs/fast-nobridge-12ep-all --run 12ep-dlib32=runs/fast-dlib32-12ep-all \\
         --run 12ep-dlib32-prog=runs/fast-dlib32-prog-12ep-all --run 12ep-both=runs/fast-both-12ep-all

@@ -238,6 +238,22 @@ def _top_level(path: Path) -> dict:
     return {k: v for k, v in data.items() if k not in ("records", "command")}
 
 
+def _paired_values(value: str | list | None) -> list | None:
+    # Fold accuracies are a list; probe hits a "0"/"1" string (older records: a list of ints).
+    return [int(c) for c in value] if isinstance(value, str) else value
+
+
+def paired_difference(a: dict, b: dict) -> tuple[float, float] | None:
+    """Mean and standard error (points) of record ``a`` minus record ``b``, paired over their folds
+    (``settings.fold_accuracies``) or their probes (``settings.probe_hits``); None when they share neither."""
+    for key in ("fold_accuracies", "probe_hits"):
+        x, y = (_paired_values(r["settings"].get(key)) for r in (a, b))
+        if x is not None and y is not None and len(x) == len(y) and len(x) > 1:
+            d = (np.asarray(x, float) - np.asarray(y, float)) * 100
+            return float(d.mean()), float(d.std(ddof=1) / np.sqrt(len(d)))
+    return None
+
+
 def paired_fold_table(records: list[dict], reference: str, by: str = "method", minus_reference: bool = False) -> str:
     """Markdown: per (pair mode, resolution), ``reference`` minus each other ``by`` value (``method``,
     ``model``), or each minus ``reference`` with ``minus_reference``; mean ± standard error in points over

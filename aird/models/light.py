@@ -65,7 +65,8 @@ class ResLRNet(nn.Module):
 
     A 3x3 stem at full resolution, four stages of basic blocks (32-64-128-256 channels, blocks 1-2-2-1,
     stride 2 from the second stage: 16 -> 8 -> 4 -> 2 px at 16 px input), and a flattened linear embedding
-    rather than global pooling, since where a feature sits on a face matters. About 1.7 M parameters and
+    rather than global pooling, since where a feature sits on a face matters (``strides`` gives each
+    stage's first block; ``lr_resnet_4x4`` keeps the last stage at 4x4). About 1.7 M parameters and
     60 M multiply-adds per 16 px face: the widths and depths were chosen by measured speed (at least
     2,000 faces/s at batch 64 on 2 cores, docs/results/students.json), and it is trained by bridge
     distillation from the main student (configs/fast.yaml).
@@ -77,19 +78,19 @@ class ResLRNet(nn.Module):
         embedding_dim: int = 128,
         widths: tuple[int, ...] = (32, 64, 128, 256),
         blocks: tuple[int, ...] = (1, 2, 2, 1),
+        strides: tuple[int, ...] = (1, 2, 2, 2),
     ):
         super().__init__()
         self.input_size = input_size
         layers: list[nn.Module] = [_conv_bn(3, widths[0], 1)]
         cin = widths[0]
-        for i, (w, n) in enumerate(zip(widths, blocks)):
-            for b in range(n):
-                layers.append(_BasicBlock(cin, w, 2 if (b == 0 and i > 0) else 1))
-                cin = w
-        self.features = nn.Sequential(*layers)
         side = input_size
-        for _ in widths[1:]:
-            side = (side + 1) // 2
+        for w, n, s in zip(widths, blocks, strides, strict=True):
+            for b in range(n):
+                layers.append(_BasicBlock(cin, w, s if b == 0 else 1))
+                cin = w
+            side = (side - 1) // s + 1  # a 3x3 conv with padding 1
+        self.features = nn.Sequential(*layers)
         self.embed = nn.Linear(cin * side * side, embedding_dim, bias=False)
         self.bn = nn.BatchNorm1d(embedding_dim)
 
@@ -121,3 +122,10 @@ def _lr_resnet_wide(input_size: int = 16) -> nn.Module:
 @register_model("lr_resnet_deep", (16, 16))
 def _lr_resnet_deep(input_size: int = 16) -> nn.Module:
     return ResLRNet(input_size, blocks=(1, 2, 3, 2))
+
+
+# A third candidate: the last stage keeps the 4x4 map instead of halving it to 2x2 (about 0.76x the speed of
+# lr_resnet). Trained with the fast recipe it lost 1.5 points at 16 px LR-LR (docs/results/fast-ablation.md).
+@register_model("lr_resnet_4x4", (16, 16))
+def _lr_resnet_4x4(input_size: int = 16) -> nn.Module:
+    return ResLRNet(input_size, strides=(1, 2, 2, 1))
