@@ -4,6 +4,7 @@
                                                             # fast-{wide,deep,nobridge,dlib32,dlib32-prog,both}-12ep,
                                                             # fast-mixup, fast-jitter, fast-4x4
     aird eval --benchmark orl --res 16 --model runs/fast-3ep-all/student.safetensors --out runs/fast-3ep-all/orl.json
+    aird eval --benchmark lfw --res 16 --grayscale --model runs/fast-3ep-all/student.safetensors --out runs/fast-3ep-all/grey.json
     python benchmarks/fast_ablation.py --run 3ep=runs/fast-3ep-all --run 3ep-center=runs/fast-3ep-center-all \\
         --run 12ep=runs/fast-12ep-all --run 36ep-v1=runs/aird-fast-all-v1 --run 36ep=runs/aird-fast-all \\
         --run 36ep-mixup=runs/fast-mixup-all --run 36ep-jitter=runs/fast-jitter-all --run 36ep-4x4=runs/fast-4x4-all \\
@@ -16,7 +17,8 @@ learnt from the former shipped student; ``36ep`` (configs/fast.yaml) and the 36-
 shipped student retrained that day.
 
 Each run's LFW records (its results.json, split all) and, when the run directory holds one, its ORL
-identification record (orl.json: HR gallery, 16 px probes) go into docs/results/fast-ablation.json,
+identification record (orl.json: HR gallery, 16 px probes) and its LFW record with every face monochrome
+(grey.json) go into docs/results/fast-ablation.json,
 each with ``settings.ablation`` naming its variant; a table of the 16 px figures is printed and written
 to docs/results/fast-ablation.md. ORL is the validation set the recipe was chosen on: it is neither
 LFW nor in any training pool.
@@ -44,8 +46,9 @@ def variant(text: str) -> tuple[str, Path]:
 
 def collect(label: str, run: Path) -> list[dict]:
     records = [r for r in load_records(run / "results.json") if r.get("split") == "all"]
-    if (run / "orl.json").is_file():
-        records += load_records(run / "orl.json")
+    for extra in ("orl.json", "grey.json"):  # ORL identification; LFW with every probe monochrome
+        if (run / extra).is_file():
+            records += load_records(run / extra)
     for r in records:
         r["settings"]["ablation"] = label
         r["model"] = f"{label}/{r['model']}"  # the runs share a config name; the variant keeps them apart
@@ -53,9 +56,10 @@ def collect(label: str, run: Path) -> list[dict]:
 
 
 def row(label: str, records: list[dict]) -> str:
-    def metric(task: str, res: int, pairs: str | None, key: str) -> str:
+    def metric(task: str, res: int, pairs: str | None, key: str, grey: bool = False) -> str:
         for r in records:
-            if r["task"] == task and r["res"] == res and r.get("pairs") == pairs:
+            monochrome = bool((r["settings"].get("degradation") or {}).get("grayscale"))
+            if r["task"] == task and r["res"] == res and r.get("pairs") == pairs and monochrome == grey:
                 return f"{100 * r['metrics'][key]:.2f}"
         return "—"
 
@@ -73,7 +77,8 @@ def row(label: str, records: list[dict]) -> str:
     return (
         f"| {label} | `{exp['student']['model']}` | {side} | {target} | {exp['train']['epochs']} | "
         f"{'yes' if center else 'no'} | {mixup} | "
-        f"{metric('verification', 16, 'lr-lr', 'accuracy')} | {metric('verification', 16, 'lr-lr', 'tar@far=1e-3')} | "
+        f"{metric('verification', 16, 'lr-lr', 'accuracy')} | {metric('verification', 16, 'lr-lr', 'accuracy', True)} | "
+        f"{metric('verification', 16, 'lr-lr', 'tar@far=1e-3')} | "
         f"{metric('verification', 16, 'hr-lr', 'accuracy')} | {metric('identification', 16, None, 'rank1')} | "
         f"{wall / 60:.0f} |"
     )
@@ -95,10 +100,11 @@ def main(argv: list[str] | None = None) -> int:
         f"Reproduce: `python benchmarks/fast_ablation.py {shlex.join(argv)}` after the runs its docstring lists. "
         "LFW: all 6,000 pairs, 10-fold accuracy and TAR at FAR 1e-3 (%); ORL: rank-1 (%) of 16 px probes "
         "against one HR photo per person (the gallery embedded by the same student, from the aligned chip), the "
-        "validation set the recipe was chosen on.\n",
+        "validation set the recipe was chosen on. LFW grey: the same LR-LR pairs with every face monochrome "
+        "(`aird eval --grayscale`, the run's grey.json; ORL's photos are grey).\n",
         "| variant | student | input px (by epoch) | f_t | epochs | centred cosine | mixup | LFW 16 px LR-LR | "
-        "TAR@1e-3 | LFW 16 px HR-LR | ORL 16 px rank-1 | train min |",
-        "|---|---|---|---|---:|---|---|---:|---:|---:|---:|---:|",
+        "LFW grey | TAR@1e-3 | LFW 16 px HR-LR | ORL 16 px rank-1 | train min |",
+        "|---|---|---|---|---:|---|---|---:|---:|---:|---:|---:|---:|",
         *(row(label, recs) for label, recs in per_run.items()),
     ]
     table = "\n".join(lines) + "\n"

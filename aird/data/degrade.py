@@ -63,7 +63,7 @@ class Degradation:
     blur_sigma: float | tuple[float, float] = 0.0
     noise_std: float | tuple[float, float] = 0.0
     jpeg_quality: int | tuple[int, int] | None = None
-    grayscale: bool = False  # capture shift: a monochrome camera
+    grayscale: bool | float = False  # capture shift: a monochrome camera; a number in [0, 1]: that share of samples
     gamma: float = 1.0  # capture shift: > 1 darkens mid-tones (low light), I' = 255 (I / 255) ** gamma
     jitter: Jitter | None = None
     seed: int = 0
@@ -87,6 +87,8 @@ class Degradation:
             lo, hi = _range(self.jpeg_quality, "jpeg_quality")
             if not 1 <= lo <= hi <= 100:
                 raise ConfigError(f"jpeg_quality must lie in 1..100, got {self.jpeg_quality!r}")
+        if isinstance(self.grayscale, str) or not 0 <= float(self.grayscale) <= 1:
+            raise ConfigError(f"grayscale must be true, false or a share of samples in [0, 1], got {self.grayscale!r}")
         if not 0 < self.gamma < math.inf:
             raise ConfigError(f"gamma must be a positive finite number, got {self.gamma}")
         if self.out_size is not None and self.out_size < 1:
@@ -117,7 +119,10 @@ class Degradation:
         # The jitter draws from a generator of its own, so switching it on leaves every other draw of
         # the sample (resolution, interpolation, blur, noise, JPEG) as it was.
         jitter_rng = None if self.jitter is None else np.random.default_rng(stable_seed(self.seed, "jitter", key))
-        return self._degrade(chip, np.random.default_rng(stable_seed(self.seed, key)), jitter_rng)
+        share = float(self.grayscale)
+        # A share of grey samples is drawn apart too, for the same reason; 0 and 1 need no draw.
+        grey = share >= 1 or (share > 0 and np.random.default_rng(stable_seed(self.seed, "grey", key)).random() < share)
+        return self._degrade(chip, np.random.default_rng(stable_seed(self.seed, key)), jitter_rng, grey)
 
     def batch(self, chips: np.ndarray, keys: Sequence[object]) -> np.ndarray:
         if len(chips) != len(keys):
@@ -125,7 +130,11 @@ class Degradation:
         return np.stack([self(c, k) for c, k in zip(chips, keys)]) if len(chips) else chips.copy()
 
     def _degrade(
-        self, chip: np.ndarray, rng: np.random.Generator, jitter_rng: np.random.Generator | None = None
+        self,
+        chip: np.ndarray,
+        rng: np.random.Generator,
+        jitter_rng: np.random.Generator | None = None,
+        grey: bool = False,
     ) -> np.ndarray:
         if chip.dtype != np.uint8 or chip.ndim != 3:
             raise ValueError(f"expected an (H, W, C) uint8 chip, got {chip.dtype} {chip.shape}")
@@ -138,7 +147,7 @@ class Degradation:
         if sigma > 0:
             image = cv2.GaussianBlur(image, (0, 0), sigmaX=sigma)
         lr = cv2.resize(image, (res, res), interpolation=INTERPOLATIONS[down])
-        if self.grayscale:
+        if grey:
             lr = np.repeat(cv2.cvtColor(lr, cv2.COLOR_RGB2GRAY)[..., None], 3, axis=2)
         if self.gamma != 1.0:
             lr = (255.0 * (lr / 255.0) ** self.gamma).round().astype(np.uint8)

@@ -131,6 +131,7 @@ class DegradationConfig:
     noise_std: list[float] = field(default_factory=lambda: [0.0, 0.0])
     jpeg_quality: list[int] | None = None
     jitter: JitterConfig | None = None  # off unless given: a detector's misframing of the face
+    grayscale: float = 0.0  # share of samples made monochrome (a camera at night, in infrared)
 
     def build(self, out_size: int, seed: int) -> Degradation:
         return Degradation(
@@ -142,6 +143,7 @@ class DegradationConfig:
             noise_std=tuple(self.noise_std),
             jpeg_quality=tuple(self.jpeg_quality) if self.jpeg_quality else None,
             jitter=self.jitter.build() if self.jitter else None,
+            grayscale=self.grayscale or False,  # 0 stays the no-op False, so cache keys do not move
             seed=seed,
         )
 

@@ -47,9 +47,20 @@ def _method(embedder: Embedder, cfg: EvalConfig) -> str:
 
 
 def benchmark_name(benchmark: str, cfg: EvalConfig) -> str:
-    """``lfw``, or ``lfw-crop:<condition>`` when the probes are not aligned chips: another condition is
-    another benchmark, so its records never replace the aligned ones in a results file."""
-    return benchmark if cfg.crop == "aligned" else f"{benchmark}-crop:{cfg.crop}"
+    """``lfw``; ``lfw-crop:<condition>`` when the probes are not aligned chips; ``...-shift:<shifts>`` under a
+    capture shift (``grayscale``, ``blur<sigma>``, ``noise<std>``, ``jpeg<quality>``, ``gamma<g>``, joined by
+    ``+``). Another condition is another benchmark, so its records never replace the clean ones in a results
+    file (``aird eval --grayscale --out results.json`` once overwrote the colour figure)."""
+    name = benchmark if cfg.crop == "aligned" else f"{benchmark}-crop:{cfg.crop}"
+    shifts = [
+        "grayscale" if cfg.grayscale else "",
+        f"blur{cfg.blur_sigma:g}" if cfg.blur_sigma else "",
+        f"noise{cfg.noise_std:g}" if cfg.noise_std else "",
+        f"jpeg{cfg.jpeg_quality}" if cfg.jpeg_quality is not None else "",
+        f"gamma{cfg.gamma:g}" if cfg.gamma != 1.0 else "",
+    ]
+    shifts = [s for s in shifts if s]
+    return f"{name}-shift:{'+'.join(shifts)}" if shifts else name
 
 
 def split_name(folds: list[int]) -> str:

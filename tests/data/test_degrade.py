@@ -93,3 +93,29 @@ def test_capture_shifts(chip):
     assert dark.mean() < plain.mean() and (dark <= plain + 1e-9).all()
     with pytest.raises(ConfigError, match="gamma"):
         Degradation(gamma=0)
+
+
+def is_grey(face: np.ndarray) -> bool:
+    return bool((face[..., 0] == face[..., 1]).all() and (face[..., 1] == face[..., 2]).all())
+
+
+def test_a_share_of_grey_samples_is_seeded_per_sample_and_moves_no_other_draw(chip):
+    colour = Degradation(res=(8, 12, 16), down=("area", "bicubic"), blur_sigma=(0, 1), up=None, seed=3)
+    some = Degradation(res=(8, 12, 16), down=("area", "bicubic"), blur_sigma=(0, 1), up=None, seed=3, grayscale=0.3)
+    keys = [f"face-{i}" for i in range(200)]
+    grey = [is_grey(some(chip, k)) for k in keys]
+    assert 40 <= sum(grey) <= 80  # about 30% of 200
+    assert grey == [is_grey(some(chip, k)) for k in keys]  # the same faces in every process and epoch
+    for k, g in zip(keys, grey):
+        a, b = colour(chip, k), some(chip, k)
+        assert a.shape == b.shape  # the resolution drawn is the same with or without the grey draw
+        if not g:
+            assert np.array_equal(a, b)  # a colour sample is exactly the sample without the setting
+    assert Degradation(grayscale=0.0).key() == Degradation().key()  # no share, no new cache key
+    assert Degradation(grayscale=0.3).key() != Degradation().key()
+
+
+@pytest.mark.parametrize("share", [-0.1, 1.5, "yes"])
+def test_a_grey_share_outside_0_1_is_an_error(share):
+    with pytest.raises(ConfigError, match="grayscale"):
+        Degradation(grayscale=share)

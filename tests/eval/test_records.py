@@ -13,6 +13,7 @@ from aird.errors import DataError
 from aird.eval.records import (
     environment,
     git_commit,
+    identity,
     load_records,
     make_record,
     markdown_table,
@@ -270,3 +271,16 @@ def test_markdown_table_refuses_two_records_in_one_cell():
         markdown_table(records, ["method"], "res", "accuracy")
     with pytest.raises(ValueError, match="'nokey'"):
         markdown_table(records, ["nokey"], "res", "accuracy")
+
+
+def test_a_capture_shift_is_another_benchmark():
+    """`aird eval --grayscale --out results.json` wrote its record as `lfw` and replaced the colour one."""
+    from aird.eval.runner import EvalConfig, benchmark_name
+
+    assert benchmark_name("lfw", EvalConfig()) == "lfw"
+    assert benchmark_name("lfw", EvalConfig(grayscale=True)) == "lfw-shift:grayscale"
+    both = EvalConfig(blur_sigma=2.0, jpeg_quality=20, gamma=2.5, crop="jittered")
+    assert benchmark_name("orl", both) == "orl-crop:jittered-shift:blur2+jpeg20+gamma2.5"
+    clean = make_record(**rec())
+    grey = make_record(**rec(benchmark=benchmark_name("lfw", EvalConfig(grayscale=True))))
+    assert identity(clean) != identity(grey)
