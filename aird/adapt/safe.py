@@ -19,6 +19,9 @@ and the memory's, weighted by how many distinct faces the memory holds:
   memory's, are rejected: they are embedded, but never enter the memory;
 - when most of the recent faces are such outliers the input distribution has jumped: the memory is
   cleared (alpha returns to 0) and the stream adapts to the new distribution from scratch;
+- with ``change_z`` > 0, a change too even for that (every face a little darker, none an outlier) is
+  found by comparing the stem's input means of the memory's newest ``change_window`` faces with its
+  older ones: past ``change_z`` times their sampling noise the older faces leave the memory;
 - which layers adapt is chosen per stream (``select``): every ``select_every``-th distinct face is also
   embedded with each candidate's statistics (no adaptation, or the layers from each candidate start to
   ``depth``), and the stream uses the candidate whose mean embedding over the last ``select_window`` such
@@ -71,6 +74,8 @@ SETTINGS = (
     "min_history",
     "jump_window",
     "jump_fraction",
+    "change_z",
+    "change_window",
     "select",
     "select_every",
     "select_window",
@@ -115,6 +120,7 @@ class _Stream:
     alpha: float = 0.0
     gates: torch.Tensor | None = None  # (L,): each layer's divergence gate in [0, 1] (1 without a gate)
     mixes: torch.Tensor | None = None  # (K, 2, C): the statistics each candidate would normalise with
+    change_score: float = 0.0  # the last change score (change_z > 0): about 1 while the stream stays as it was
 
     def tensors(self) -> dict[str, torch.Tensor]:
         names = ("slot_count", "slot_last", "slot_sig", "slot_mean", "slot_var", "pending_sig")
@@ -151,6 +157,8 @@ class SafeFaceBN:
         min_history: int = 16,
         jump_window: int = 16,
         jump_fraction: float = 0.5,
+        change_z: float = 0.0,
+        change_window: int = 16,
         select: Sequence[float] = (0.0, 0.25, 0.5),
         select_every: int = 4,
         select_window: int = 32,
@@ -178,6 +186,8 @@ class SafeFaceBN:
             "min_history": 2 <= min_history <= history,
             "jump_window": jump_window >= 1,
             "jump_fraction": 0.0 < jump_fraction <= 1.0,
+            "change_z": change_z >= 0.0,
+            "change_window": change_window >= 2 and (change_z == 0 or change_window <= memory // 2),
             "select": all(0.0 <= v < depth for v in select) and len(set(select)) == len(select),
             "select_every": select_every >= 1,
             "select_window": select_window >= 1,
@@ -199,6 +209,7 @@ class SafeFaceBN:
             int(member_cap),
         )
         self.history, self.min_history, self.jump_window = int(history), int(min_history), int(jump_window)
+        self.change_z, self.change_window = float(change_z), int(change_window)
         self.select, self.select_every = select, int(select_every)
         self.select_window, self.select_min, self.select_z = int(select_window), int(select_min), float(select_z)
         # The candidates' first adapted layer (as a fraction of the depth; None: no layer adapts). Without
@@ -303,6 +314,7 @@ class SafeFaceBN:
             "layers_from": self.options[st.choice] if st and st.alpha > 0 else None,
             "probed": st.n_probed if st else 0,
             "pending": len(st.pending_mean) if st else 0,
+            "change_score": round(st.change_score, 4) if st else 0.0,
             **{k: v for k, v in counters.items() if k != "step"},
         }
 
@@ -570,7 +582,36 @@ class SafeFaceBN:
                 )
                 changed = True
         if changed:
+            self._drop_before_change(st)
             self._refresh(st)
+
+    def _drop_before_change(self, st: _Stream) -> None:
+        """With ``change_z``: forget the memory's older faces when its newest ``change_window`` depart from them
+        beyond noise. A change of light moves every face a little and none by much, so the outlier test and
+        the jump it feeds miss it, but the mean of a few dozen faces moves well past its sampling noise. The
+        score is the channel mean, then layer mean, of (mean_new - mean_old)^2 / (b^2 (1/n_new + 1/n_old)),
+        b^2 the pooled spread of the faces' channel means (floored at 1% of their variance): about 1 while
+        the stream stays as it was. Past ``change_z`` the older faces leave the memory and the outlier
+        history restarts; the newest stay, so the stream adapts to the new light at once."""
+        if self.change_z <= 0:
+            return
+        occupied = (st.slot_count > 0).nonzero().flatten()
+        n_new = self.change_window
+        if len(occupied) < 2 * n_new:
+            return
+        newest_first = occupied[st.slot_last[occupied].argsort(descending=True)]
+        new, old = newest_first[:n_new], newest_first[n_new:]
+        means = st.slot_mean.double()
+        mu_new, mu_old = means[new].mean(0), means[old].mean(0)
+        spread = (((means[new] - mu_new) ** 2).sum(0) + ((means[old] - mu_old) ** 2).sum(0)) / (len(occupied) - 2)
+        spread = spread + 0.01 * st.slot_var[occupied].double().mean(0) + self._eps.double()
+        z2 = (mu_new - mu_old) ** 2 / (spread * (1.0 / len(new) + 1.0 / len(old)))
+        stem = self._slices[next(iter(self.layers))]  # the first BN: its input is the same whatever adapts
+        st.change_score = float(z2[stem].mean())
+        if st.change_score > self.change_z:
+            st.slot_count[old] = 0
+            st.n_history = 0
+            st.counters["resets"] += 1
 
     def _probe(self, st: _Stream, x: torch.Tensor, sig: torch.Tensor, valid: torch.Tensor) -> None:
         """Embed every ``select_every``-th distinct valid face of the batch with each candidate's statistics

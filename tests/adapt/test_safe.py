@@ -700,3 +700,41 @@ def test_an_anchor_choice_state_saved_before_the_tail_moments_loads_unchanged():
     restarted = SafeFaceBN(deep_net(8), **SELECT, anchor=adapter.anchor)
     restarted.load_state_dict(state)
     assert restarted.stream_info("cam") == adapter.stream_info("cam")  # probes kept: the anchor needs no tail
+
+
+def test_a_change_of_light_too_mild_for_the_outlier_test_drops_the_older_faces(net):
+    """Every face a little brighter: no face is an outlier, but the memory's newest faces depart from its older
+    ones beyond noise, so with change_z the older faces leave (without it they stay, mixed in, until evicted)."""
+    day = [shifted(8, seed=200 + s) for s in range(10)]
+    dusk = [faces(8, shift=2.3, scale=2.0, seed=300 + s) for s in range(10)]  # a mild, uniform shift
+    off = SafeFaceBN(net, **{**SETTINGS, "change_window": 8})
+    on = SafeFaceBN(net, **{**SETTINGS, "change_z": 12.0, "change_window": 8})
+    for batch in day:
+        off(batch, stream="cam")
+        on(batch, stream="cam")
+    assert on.stream_info("cam")["resets"] == 0  # a steady stream never trips it
+    for batch in dusk:
+        off(batch, stream="cam")
+        on(batch, stream="cam")
+        if on.stream_info("cam")["resets"]:
+            break
+    assert on.stream_info("cam")["resets"] == 1
+    assert off.stream_info("cam")["rejected_outlier"] == 0 and off.stream_info("cam")["resets"] == 0
+    assert on.stream_info("cam")["evidence"] <= 8 < off.stream_info("cam")["evidence"]  # only the newest faces stay
+    with torch.no_grad():
+        dusk_mean = net[0](torch.cat(dusk)).mean((0, 2, 3))
+
+    def memory_gap(adapter: SafeFaceBN) -> float:
+        st = adapter._streams["cam"]
+        target = st.slot_mean[st.slot_count > 0][:, adapter._slices["1"]].mean(0)
+        return float((target - dusk_mean).abs().sum())
+
+    assert memory_gap(on) < 0.5 * memory_gap(off)  # it adapts toward the new light; the mixed memory lags
+
+
+def test_change_settings_are_checked(net):
+    with pytest.raises(ConfigError, match="change_window"):
+        SafeFaceBN(net, **{**SETTINGS, "change_z": 12.0, "change_window": 17})  # more than half of memory=32
+    SafeFaceBN(net, **{**SETTINGS, "change_window": 17})  # off: the window is never read
+    with pytest.raises(ConfigError, match="change_z"):
+        SafeFaceBN(net, **{**SETTINGS, "change_z": -1.0})
