@@ -589,9 +589,10 @@ class SafeFaceBN:
         """With ``change_z``: forget the memory's older faces when its newest ``change_window`` depart from them
         beyond noise. A change of light moves every face a little and none by much, so the outlier test and
         the jump it feeds miss it, but the mean of a few dozen faces moves well past its sampling noise. The
-        score is the channel mean, then layer mean, of (mean_new - mean_old)^2 / (b^2 (1/n_new + 1/n_old)),
+        score is the mean over the stem BN's channels of (mean_new - mean_old)^2 / (b^2 (1/n_new + 1/n_old)),
         b^2 the pooled spread of the faces' channel means (floored at 1% of their variance): about 1 while
-        the stream stays as it was. Past ``change_z`` the older faces leave the memory and the outlier
+        the stream stays as it was. Only the stem is read: deeper inputs move when the stream's own
+        adapted statistics do. Past ``change_z`` the older faces leave the memory and the outlier
         history restarts; the newest stay, so the stream adapts to the new light at once."""
         if self.change_z <= 0:
             return
