@@ -30,12 +30,10 @@ import numpy as np
 import torch
 
 sys.path.insert(0, str(Path(__file__).parent))
-from make_bn_stats import detected_chips, held_out_faces  # noqa: E402  (the anchor's faces)
-from make_student_anchor import training_degradation  # noqa: E402
+from make_student_anchor import held_out_lr_faces, unit_embeddings  # noqa: E402  (the anchor's faces)
 
 from aird.data.align import align_settings_for  # noqa: E402
 from aird.data.chips import align_images  # noqa: E402
-from aird.data.lfw import LFW  # noqa: E402
 from aird.distill.data import SPLIT_TEST_FOLDS  # noqa: E402
 from aird.eval.metrics import (  # noqa: E402
     cosine_similarity,
@@ -45,9 +43,9 @@ from aird.eval.metrics import (  # noqa: E402
     verification_metrics,
 )
 from aird.eval.protocols import lfw_pairs, orl_identification  # noqa: E402
-from aird.eval.records import environment, git_commit, make_record, paired_difference, write_records  # noqa: E402
+from aird.eval.records import environment, make_record, paired_difference, write_records  # noqa: E402
 from aird.eval.runner import EvalConfig  # noqa: E402
-from aird.models.embedder import TorchEmbedder, embed_chips, faces_to_tensor  # noqa: E402
+from aird.models.embedder import TorchEmbedder, embed_chips  # noqa: E402
 from aird.models.shipped import read_card  # noqa: E402
 from aird.models.student import load_student  # noqa: E402
 from aird.models.teacher import DlibTeacher  # noqa: E402
@@ -69,14 +67,10 @@ def centred(x: np.ndarray, mean: np.ndarray) -> np.ndarray:
 
 def side_means(model: torch.nn.Module, meta: dict, path: Path, teacher: DlibTeacher, root: Path) -> dict:
     """The mean unit embedding of the student's LR side and of the teacher's HR side, on held-out faces."""
-    size = int(meta["input_size"])
-    chips = detected_chips(held_out_faces(LFW(root), 0), MEAN_FACES)
-    faces = training_degradation(meta, path, 0).batch(chips, [f"anchor-{i}" for i in range(len(chips))])
-    with torch.inference_mode():
-        lr = torch.cat([model(faces_to_tensor(faces[i : i + 64], size)) for i in range(0, len(faces), 64)])
+    _, chips, faces = held_out_lr_faces(meta, path, root, MEAN_FACES)
     return {
-        "lr": unit(lr.double().numpy()).mean(0),
-        "hr": unit(teacher.embed(np.stack(chips)).astype(np.float64)).mean(0),
+        "lr": unit_embeddings(model, faces, int(meta["input_size"])).mean(0).numpy(),
+        "hr": unit(teacher.embed(chips).astype(np.float64)).mean(0),
         "faces": len(chips),
     }
 
@@ -102,8 +96,7 @@ def student_records(spec: str, teacher: DlibTeacher, root: Path, command: str) -
             "lr_side": "the student, on those faces degraded with its training mix",
             "hr_side": "the teacher (dlib_resnet), on the HR chips",
         },
-        "git_commit": git_commit(),
-        "environment": environment(),
+        "environment": environment(),  # with the git commit
         "command": command,
     }
     records = []

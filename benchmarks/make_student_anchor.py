@@ -49,14 +49,28 @@ def training_degradation(meta: dict[str, str], path: Path, seed: int) -> Degrada
     )
 
 
-def own_anchor(model: torch.nn.Module, faces: np.ndarray, size: int, batch: int = 64) -> tuple[np.ndarray, np.ndarray]:
-    """(anchor, each face's cosine to it): the mean direction of the model's unit embeddings of ``faces``."""
+def unit_embeddings(model: torch.nn.Module, faces: np.ndarray, size: int, batch: int = 64) -> torch.Tensor:
+    """(N, D) float64: the model's unit embeddings of ``faces`` (its training statistics, no gradient)."""
     with torch.inference_mode():
         emb = torch.cat([model(faces_to_tensor(faces[i : i + batch], size)) for i in range(0, len(faces), batch)])
-    unit = torch.nn.functional.normalize(emb.double(), dim=1)
+    return torch.nn.functional.normalize(emb.double(), dim=1)
+
+
+def own_anchor(model: torch.nn.Module, faces: np.ndarray, size: int, batch: int = 64) -> tuple[np.ndarray, np.ndarray]:
+    """(anchor, each face's cosine to it): the mean direction of the model's unit embeddings of ``faces``."""
+    unit = unit_embeddings(model, faces, size, batch)
     mean = unit.mean(0)
     anchor = mean / mean.norm()
     return anchor.float().numpy(), (unit @ anchor).numpy()
+
+
+def held_out_lr_faces(
+    meta: dict[str, str], path: Path, root: Path, count: int = 1000, seed: int = 0
+) -> tuple[Degradation, np.ndarray, np.ndarray]:
+    """(degradation, HR chips, LR faces): the anchor's held-out LFW faces, degraded with the student's training mix."""
+    degradation = training_degradation(meta, path, seed)
+    chips = detected_chips(held_out_faces(LFW(root), seed), count)
+    return degradation, chips, degradation.batch(chips, [f"anchor-{i}" for i in range(len(chips))])
 
 
 def anchor_entry(
@@ -64,9 +78,7 @@ def anchor_entry(
 ) -> dict:
     """The card's ``adapt_anchor`` entry for the student ``model`` (file ``path``, metadata ``meta``)."""
     size = int(meta["input_size"])
-    degradation = training_degradation(meta, path, seed)
-    chips = detected_chips(held_out_faces(LFW(root), seed), count)
-    faces = degradation.batch(chips, [f"anchor-{i}" for i in range(len(chips))])
+    degradation, chips, faces = held_out_lr_faces(meta, path, root, count, seed)
     anchor, cos = own_anchor(model, faces, size)
     print(
         f"{len(chips)} faces at {degradation.res} px; cosine of a face to the anchor: median {np.median(cos):.4f}, "

@@ -602,13 +602,13 @@ class SafeFaceBN:
             return
         newest_first = occupied[st.slot_last[occupied].argsort(descending=True)]
         new, old = newest_first[:n_new], newest_first[n_new:]
-        means = st.slot_mean.double()
+        stem = self._slices[next(iter(self.layers))]  # the first BN: its input is the same whatever adapts
+        means = st.slot_mean[:, stem].double()
         mu_new, mu_old = means[new].mean(0), means[old].mean(0)
         spread = (((means[new] - mu_new) ** 2).sum(0) + ((means[old] - mu_old) ** 2).sum(0)) / (len(occupied) - 2)
-        spread = spread + 0.01 * st.slot_var[occupied].double().mean(0) + self._eps.double()
+        spread = spread + 0.01 * st.slot_var[occupied][:, stem].double().mean(0) + self._eps[stem].double()
         z2 = (mu_new - mu_old) ** 2 / (spread * (1.0 / len(new) + 1.0 / len(old)))
-        stem = self._slices[next(iter(self.layers))]  # the first BN: its input is the same whatever adapts
-        st.change_score = float(z2[stem].mean())
+        st.change_score = float(z2.mean())
         if st.change_score > self.change_z:
             st.slot_count[old] = 0
             st.n_history = 0

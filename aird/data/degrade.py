@@ -87,7 +87,7 @@ class Degradation:
             lo, hi = _range(self.jpeg_quality, "jpeg_quality")
             if not 1 <= lo <= hi <= 100:
                 raise ConfigError(f"jpeg_quality must lie in 1..100, got {self.jpeg_quality!r}")
-        if isinstance(self.grayscale, str) or not 0 <= float(self.grayscale) <= 1:
+        if not isinstance(self.grayscale, (bool, int, float)) or not 0 <= float(self.grayscale) <= 1:
             raise ConfigError(f"grayscale must be true, false or a share of samples in [0, 1], got {self.grayscale!r}")
         if not 0 < self.gamma < math.inf:
             raise ConfigError(f"gamma must be a positive finite number, got {self.gamma}")

@@ -115,7 +115,7 @@ def test_a_share_of_grey_samples_is_seeded_per_sample_and_moves_no_other_draw(ch
     assert Degradation(grayscale=0.3).key() != Degradation().key()
 
 
-@pytest.mark.parametrize("share", [-0.1, 1.5, "yes"])
+@pytest.mark.parametrize("share", [-0.1, 1.5, "yes", None])
 def test_a_grey_share_outside_0_1_is_an_error(share):
     with pytest.raises(ConfigError, match="grayscale"):
         Degradation(grayscale=share)
