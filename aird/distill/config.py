@@ -62,6 +62,8 @@ class DataConfig:
     pools: list[PoolSpec | str] = field(default_factory=lambda: ["lfw"])
     leak_threshold: float = 0.95  # extra images this close (cosine) to a test person are dropped; 1: none
     flip: bool = True  # mirror HR/LR pairs, with the teacher's target of the mirrored chip
+    # A seeded share of the training faces (after the leak filter), for data-scaling studies; 1: every face
+    subsample: float = 1.0
 
     def __post_init__(self) -> None:
         require("data.split", self.split, self.split in SPLIT_TEST_FOLDS, f"one of {list(SPLIT_TEST_FOLDS)}")
@@ -101,6 +103,7 @@ class DataConfig:
             pools.append(pool)
         self.pools = pools
         require("data.leak_threshold", self.leak_threshold, 0 < self.leak_threshold <= 1, "in (0, 1]")
+        require("data.subsample", self.subsample, 0 < self.subsample <= 1, "in (0, 1]")
 
 
 @dataclass

@@ -48,6 +48,39 @@ class TrainingSet:
         return len(self.identities)
 
 
+def subsample(data: TrainingSet, share: float, seed: int) -> TrainingSet:
+    """A seeded ``share`` of ``data``'s faces, drawn alike from every pool, the same in every process.
+
+    For data-scaling studies: the faces are drawn, not the identities, so a labelled person may keep
+    fewer images or none; people left without a face leave the classifier and the rest are renumbered.
+    """
+    if share == 1:
+        return data
+    n = len(data)
+    keep = np.sort(np.random.default_rng(seed).choice(n, size=max(1, round(share * n)), replace=False))
+    old = data.labels[keep]
+    present = np.unique(old[old >= 0])
+    renumber = np.full(max(data.num_classes, 1), -1, dtype=np.int64)
+    renumber[present] = np.arange(len(present))
+    labels = np.where(old >= 0, renumber[np.maximum(old, 0)], -1)
+    report = dict(data.report)
+    report.update(
+        images=len(keep),
+        identities=len(present),
+        unlabelled=int((labels < 0).sum()),
+        subsample={"share": share, "seed": seed, "images_before": n, "identities_before": data.num_classes},
+    )
+    return TrainingSet(
+        chips=data.chips[keep],
+        labels=labels,
+        digests=[data.digests[i] for i in keep],
+        teacher=data.teacher[keep],
+        teacher_flip=data.teacher_flip[keep],
+        identities=[data.identities[i] for i in present],
+        report=report,
+    )
+
+
 def _pool_items(root: Path, pool: str | PoolSpec, split: str) -> tuple[list[ImageSource], list[str | None]]:
     if isinstance(pool, PoolSpec):
         return pool_items(pool)

@@ -17,7 +17,7 @@ import torch.distributed as dist
 import yaml
 
 from aird.distill.config import ExperimentConfig
-from aird.distill.data import SPLIT_TEST_FOLDS, TrainingSet, build_training_set
+from aird.distill.data import SPLIT_TEST_FOLDS, TrainingSet, build_training_set, subsample
 from aird.distill.trainer import Trainer, init_distributed, load_checkpoint, world_info
 from aird.errors import AirdError, ConfigError, ModelFileError
 from aird.eval.records import write_records
@@ -84,7 +84,7 @@ def training_set(cfg: ExperimentConfig, teacher: Embedder, progress: bool) -> Tr
     )
     if world > 1 and rank == 0:
         dist.barrier()
-    return data
+    return subsample(data, cfg.data.subsample, cfg.train.seed)
 
 
 def train_teacher_head(cfg: ExperimentConfig, data: TrainingSet) -> CosineClassifier:
