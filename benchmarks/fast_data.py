@@ -2,19 +2,22 @@
 
     python benchmarks/fast_data.py
 
-Each run is ``configs/ablations/fast-data-<p>.yaml``: the 12-epoch fast recipe (``fast-12ep.yaml``) on a
-seeded p% share of the training faces (``data.subsample``, drawn alike from every pool after the leak
-filter), trained for as many steps as 12 epochs of all of them, so the runs differ in faces, not in
-updates. Train them first (``aird distill --config configs/ablations/fast-data-<p>.yaml`` for p = 12, 25,
-50, 100; about 9 minutes each on 2 cores).
+Runs, trained first (about 9 minutes each on 2 cores at 12 epochs' steps, 30 to 45 at 36):
+
+- ``configs/ablations/fast-data-<p>.yaml`` for p = 12, 25, 50, 100: the 12-epoch fast recipe
+  (``fast-12ep.yaml``) on a seeded p% share of the training faces (``data.subsample``, drawn alike from
+  every pool after the leak filter), for as many steps as 12 epochs of every face, so that they differ
+  in faces, not in updates;
+- ``configs/ablations/fast-data-50-36ep.yaml`` and ``configs/fast.yaml`` (the shipped fast file's run,
+  ``runs/aird-fast-all``): half and every face at the shipped schedule's steps (36 epochs of every face).
 
 Per run: LFW 16 px LR-LR and HR-LR accuracy over all 6,000 pairs (the run's own records), paired over the
-10 folds against the run on every face; and how closely the fast student follows its bridge (the
-shipped student at 150 px, whose embedding of the same LR face is the fast student's target): the mean
-cosine between the two networks' embeddings of the same 16 px faces, on faces the run trained on, on
-faces of the same pools it never saw (the rest of the pools; none for the run on every face), and on
-LFW faces of pairs.txt people (held out from every run). A student that follows its bridge on its own
-faces and not on unseen ones is short of faces, not of capacity.
+10 folds against the run of its step budget on every face; and how closely the fast student follows its
+bridge (the shipped student at 150 px, whose embedding of the same LR face is its target): the mean cosine
+between the two networks' embeddings of the same 16 px faces, on faces the run trained on, on faces of the
+same pools it never saw (none for a run on every face), and on LFW faces of pairs.txt people (held out
+from every run). A student that follows its bridge on its own faces and not on unseen ones is short of
+faces rather than of capacity.
 
 Records: ``docs/results/fast-data.json`` (each run's 16 px records; the LR-LR one carries
 ``metrics["cosine_to_bridge:trained|unseen|lfw"]``), ``fast-data.md`` and ``fast-data.png``.
@@ -51,7 +54,11 @@ from aird.paths import data_root
 
 ROOT = Path(__file__).resolve().parents[1]
 OUT = ROOT / "docs" / "results"
-RUNS = [ROOT / "runs" / f"fast-data-{p}-all" for p in (12, 25, 50, 100)]
+# At the steps of 12 epochs of every face, four sizes; at those of 36 (the shipped recipe), half and every face.
+RUNS = [ROOT / "runs" / f"fast-data-{p}-all" for p in (12, 25, 50, 100)] + [
+    ROOT / "runs" / "fast-data-50-36ep-all",
+    ROOT / "runs" / "aird-fast-all",  # configs/fast.yaml: the shipped fast file's run
+]
 SHIPPED_RECORDS = OUT / "students.json"
 FACES = 768  # per face set: the LR faces both networks embed
 RES = 16
@@ -62,7 +69,8 @@ def run_config(run: Path) -> ExperimentConfig:
     path = run / "config.json"
     if not path.is_file():
         raise SystemExit(
-            f"{run}: no config.json -- train it first: aird distill --config configs/ablations/{run.name[:-4]}.yaml"
+            f"{run}: no config.json -- train the run first (aird distill --config <its config>; the configs are "
+            "listed at the top of benchmarks/fast_data.py), or leave it out with --run"
         )
     return from_dict(ExperimentConfig, json.loads(path.read_text()), str(path))
 
@@ -137,7 +145,12 @@ def run_records(
         }
     for r in records:
         r["model"] = cfg.name
-        r["settings"].update(subsample=cfg.data.subsample, training_faces=len(used))
+        r["settings"].update(
+            subsample=cfg.data.subsample,
+            training_faces=len(used),
+            # the step budget, in epochs of every face: runs of one budget differ in faces, not in updates
+            budget_epochs=round(cfg.train.epochs * cfg.data.subsample),
+        )
         scores = run_scores(run, RES, r["pairs"])  # per-pair scores: the fold accuracies the pairing needs
         r["settings"]["fold_accuracies"] = kfold_accuracy(*scores)["fold_accuracies"]
         if r["pairs"] == "lr-lr":
@@ -154,44 +167,50 @@ def run_records(
     return [make_record(**r) for r in records]
 
 
+def budgets(records: list[dict]) -> dict[int, list[dict]]:
+    """The LR-LR records by step budget, fewest faces first."""
+    out: dict[int, list[dict]] = {}
+    for r in sorted(records, key=lambda r: r["settings"]["training_faces"]):
+        if r["pairs"] == "lr-lr":
+            out.setdefault(r["settings"]["budget_epochs"], []).append(r)
+    return dict(sorted(out.items()))
+
+
 def table(records: list[dict]) -> str:
-    by_run: dict[str, dict] = {}
+    """One row per run; each paired over the folds with the run of its budget on every face."""
+    full = {}
     for r in records:
-        row = by_run.setdefault(
-            r["model"], {"faces": r["settings"]["training_faces"], "share": r["settings"]["subsample"]}
-        )
-        row[r["pairs"]] = r
-        row.update({s: r["metrics"][agreement_key(s)] for s in SETS if agreement_key(s) in r["metrics"]})
-    full = max(by_run.values(), key=lambda row: row["faces"])
+        key = (r["settings"]["budget_epochs"], r["pairs"])
+        if key not in full or r["settings"]["training_faces"] > full[key]["settings"]["training_faces"]:
+            full[key] = r
     lines = [
-        "| run | share | training faces | LR-LR 16 px | − every face | HR-LR 16 px | − every face | "
-        + " | ".join(f"cosine to bridge, {s}" for s in SETS)
-        + " |",
-        "|---|---:|---:|---:|---:|---:|---:|" + "---:|" * len(SETS),
+        "| run | steps: epochs of every face | share | training faces | LR-LR 16 px | − every face | HR-LR 16 px | "
+        "− every face | " + " | ".join(f"cosine to bridge, {s}" for s in SETS) + " |",
+        "|---|---:|---:|---:|---:|---:|---:|---:|" + "---:|" * len(SETS),
     ]
-    for name, row in sorted(by_run.items(), key=lambda kv: kv[1]["faces"]):
-        cells = [name, f"{row['share']:g}", f"{row['faces']:,}"]
-        for mode in ("lr-lr", "hr-lr"):
-            r = row.get(mode)
-            cells.append(f"{r['metrics']['accuracy'] * 100:.2f}" if r else "")
-            d = paired_difference(r, full[mode]) if r and row is not full else None
-            cells.append(f"{d[0]:+.2f} ± {d[1]:.2f}" if d else "")
-        cells += [f"{row[s]:.4f}" if s in row else "" for s in SETS]
-        lines.append("| " + " | ".join(cells) + " |")
+    for budget, lr_lr in budgets(records).items():
+        for rec in lr_lr:
+            st = rec["settings"]
+            cells = [rec["model"], str(budget), f"{st['subsample']:g}", f"{st['training_faces']:,}"]
+            for r in (rec, next(x for x in records if x["model"] == rec["model"] and x["pairs"] == "hr-lr")):
+                ref = full[(budget, r["pairs"])]
+                d = paired_difference(r, ref) if r is not ref else None
+                cells += [f"{r['metrics']['accuracy'] * 100:.2f}", f"{d[0]:+.2f} ± {d[1]:.2f}" if d else ""]
+            cells += [
+                f"{rec['metrics'][agreement_key(s)]:.4f}" if agreement_key(s) in rec["metrics"] else "" for s in SETS
+            ]
+            lines.append("| " + " | ".join(cells) + " |")
     return "\n".join(lines)
 
 
-def points_per_doubling(records: list[dict]) -> tuple[float, float] | None:
-    """Least-squares slope and intercept of 16 px LR-LR accuracy (points) on log2(training faces); None
-    with fewer than two sizes of training set."""
-    rows = [
-        (r["settings"]["training_faces"], r["metrics"]["accuracy"] * 100) for r in records if r.get("pairs") == "lr-lr"
-    ]
-    if len({f for f, _ in rows}) < 2:
-        return None
-    x, y = np.log2([f for f, _ in rows]), np.array([a for _, a in rows])
-    slope, intercept = np.polyfit(x, y, 1)
-    return float(slope), float(intercept)
+def doublings(lr_lr: list[dict]) -> list[str]:
+    """Each step from one size to the next of a budget: points gained per doubling of the faces."""
+    out = []
+    for a, b in zip(lr_lr, lr_lr[1:]):
+        fa, fb = a["settings"]["training_faces"], b["settings"]["training_faces"]
+        gain = (b["metrics"]["accuracy"] - a["metrics"]["accuracy"]) * 100
+        out.append(f"{fa:,} -> {fb:,} faces: {gain:+.2f} ({gain / np.log2(fb / fa):+.2f} per doubling)")
+    return out
 
 
 def bridge_accuracy() -> float | None:
@@ -214,37 +233,31 @@ def plot(records: list[dict], bridge: float | None, path: Path) -> None:
     import matplotlib.pyplot as plt
 
     fig, (left, right) = plt.subplots(1, 2, figsize=(11, 4.2))
-    verif = sorted((r for r in records if r.get("pairs") == "lr-lr"), key=lambda r: r["settings"]["training_faces"])
-    faces = [r["settings"]["training_faces"] for r in verif]
-    acc = [r["metrics"]["accuracy"] * 100 for r in verif]
-    se = [np.std(r["settings"]["fold_accuracies"], ddof=1) * 100 / np.sqrt(10) for r in verif]
-    left.errorbar(faces, acc, yerr=se, marker="o", capsize=3, label="fast student (lr_resnet, 12-epoch steps)")
-    fit = points_per_doubling(records)
-    if fit:
-        xs = np.geomspace(min(faces), max(faces) * 8, 50)
-        left.plot(xs, fit[0] * np.log2(xs) + fit[1], ":", color="grey", label=f"fit: {fit[0]:+.2f} points per doubling")
+    for (budget, lr_lr), color in zip(budgets(records).items(), ("C0", "C1", "C4", "C5")):
+        faces = [r["settings"]["training_faces"] for r in lr_lr]
+        acc = [r["metrics"]["accuracy"] * 100 for r in lr_lr]
+        se = [np.std(r["settings"]["fold_accuracies"], ddof=1) * 100 / np.sqrt(10) for r in lr_lr]
+        label = f"steps of {budget} epochs of every face"
+        left.errorbar(faces, acc, yerr=se, marker="o", capsize=3, color=color, label=label)
+        for s, marker, ls in zip(SETS, "os^", ("-", "--", ":")):
+            pts = [
+                (f, r["metrics"][agreement_key(s)]) for f, r in zip(faces, lr_lr) if agreement_key(s) in r["metrics"]
+            ]
+            if pts:
+                right.plot(*zip(*pts), marker=marker, ls=ls, color=color, label=f"{s} ({budget} epochs)")
     if bridge is not None:
         left.axhline(bridge, color="C2", label=f"its bridge, the shipped student ({bridge:.2f})")
         left.axhline(bridge - 2, color="C3", ls="--", label=f"the issue's bar: bridge − 2 ({bridge - 2:.2f})")
-    left.set_xscale("log", base=2)
-    left.set_xlabel("training faces")
-    left.set_ylabel("LFW 16 px LR-LR accuracy (%), 6,000 pairs")
-    left.legend(fontsize=8, loc="lower right")
-    left.grid(alpha=0.3)
-    for s, marker in zip(SETS, "os^"):
-        pts = sorted(
-            (r["settings"]["training_faces"], r["metrics"][agreement_key(s)])
-            for r in verif
-            if agreement_key(s) in r["metrics"]
-        )
-        if pts:
-            right.plot(*zip(*pts), marker=marker, label=s)
-    right.set_xscale("log", base=2)
-    right.set_xlabel("training faces")
-    right.set_ylabel("mean cosine to the bridge's embedding, 16 px")
-    right.legend(fontsize=8)
-    right.grid(alpha=0.3)
-    fig.suptitle("The fast student against the number of its training faces")
+    for ax, ylabel in (
+        (left, "LFW 16 px LR-LR accuracy (%), 6,000 pairs"),
+        (right, "mean cosine to the bridge's embedding, 16 px"),
+    ):
+        ax.set_xscale("log", base=2)
+        ax.set_xlabel("training faces")
+        ax.set_ylabel(ylabel)
+        ax.legend(fontsize=7)
+        ax.grid(alpha=0.3)
+    fig.suptitle("The fast student (lr_resnet) against the number of its training faces")
     fig.tight_layout()
     fig.savefig(path, dpi=120)
 
@@ -276,19 +289,14 @@ def main(argv: list[str] | None = None) -> int:
     except AirdError as exc:
         raise SystemExit(str(exc)) from None
     write_records(args.out, records, command, merge=False)
-    fit = points_per_doubling(records)
     bridge_acc = bridge_accuracy()
     text = table(records)
-    note = ""
-    if fit:
-        slope, intercept = fit
-        note = f"Fit over the runs: {slope:+.2f} points of 16 px LR-LR accuracy per doubling of the training faces."
-    if fit and bridge_acc is not None:
-        need = 2 ** ((bridge_acc - 2 - intercept) / slope) if slope > 0 else float("inf")
-        note += (
-            f" The bar (the bridge's {bridge_acc:.2f} − 2) would be reached at about {need:,.0f} faces if the line held,"
-            " an extrapolation, not a measurement."
-        )
+    notes = []
+    for budget, lr_lr in budgets(records).items():
+        steps = doublings(lr_lr)
+        if steps:
+            notes.append(f"- Steps of {budget} epochs of every face, 16 px LR-LR: " + "; ".join(steps) + ".")
+    note = "\n".join(notes)
     args.out.with_suffix(".md").write_text(
         "# The fast student against the number of its training faces\n\n"
         f"`{command}` (records: `{args.out.name}`; plot: `{args.out.with_suffix('.png').name}`)\n\n"

@@ -25,10 +25,12 @@ def fast_data():
 LFW_16 = dict(benchmark="lfw", task="verification", method="aird", adapt="off", res=16, split="all", n=6000)
 
 
-def record(fast_data, model: str, faces: int, pairs: str, folds: list[float], cosines: dict | None = None) -> dict:
+def record(
+    fast_data, model: str, faces: int, pairs: str, folds: list[float], cosines: dict | None = None, budget: int = 12
+) -> dict:
     metrics = {"accuracy": float(np.mean(folds))}
     metrics.update({fast_data.agreement_key(k): v for k, v in (cosines or {}).items()})
-    settings = {"fold_accuracies": folds, "training_faces": faces, "subsample": faces / 400}
+    settings = {"fold_accuracies": folds, "training_faces": faces, "subsample": faces / 400, "budget_epochs": budget}
     return make_record(**LFW_16, model=model, pairs=pairs, metrics=metrics, settings=settings)
 
 
@@ -46,24 +48,28 @@ def test_face_sets_split_the_pools_into_seen_and_unseen_faces(fast_data, monkeyp
     assert "unseen, same pools" not in fast_data.face_sets(full, full, lfw)  # a run on every face has none
 
 
-def test_table_pairs_each_run_with_the_run_on_every_face(fast_data):
+def test_table_pairs_each_run_with_the_run_of_its_budget_on_every_face(fast_data):
     folds_full = [0.90, 0.91, 0.89, 0.90, 0.92, 0.88, 0.90, 0.91, 0.89, 0.90]
     folds_half = [a - 0.01 for a in folds_full]
     folds_half[0] -= 0.01  # a paired difference of -1.1 +- 0.1 points
+    folds_long = [a + 0.02 for a in folds_full]
     cos = {"trained on": 0.97, "LFW test people": 0.95}
     records = [
         record(fast_data, "fast-data-100", 400, "lr-lr", folds_full, {**cos}),
         record(fast_data, "fast-data-100", 400, "hr-lr", folds_full),
         record(fast_data, "fast-data-50", 200, "lr-lr", folds_half, {**cos, "unseen, same pools": 0.93}),
         record(fast_data, "fast-data-50", 200, "hr-lr", folds_full),
+        record(fast_data, "fast-36ep", 400, "lr-lr", folds_long, cos, budget=36),
+        record(fast_data, "fast-36ep", 400, "hr-lr", folds_long, budget=36),
+        record(fast_data, "fast-data-50-36ep", 200, "lr-lr", folds_full, cos, budget=36),
+        record(fast_data, "fast-data-50-36ep", 200, "hr-lr", folds_full, budget=36),
     ]
     lines = fast_data.table(records).splitlines()
-    assert (
-        lines[2]
-        == "| fast-data-50 | 0.5 | 200 | 88.90 | -1.10 ± 0.10 | 90.00 | +0.00 ± 0.00 | 0.9700 | 0.9300 | 0.9500 |"
-    )
-    assert lines[3] == "| fast-data-100 | 1 | 400 | 90.00 |  | 90.00 |  | 0.9700 |  | 0.9500 |"
-    slope, intercept = fast_data.points_per_doubling(records)
-    assert fast_data.points_per_doubling(records[:2]) is None
-    assert slope == pytest.approx(1.1)
-    assert slope * np.log2(400) + intercept == pytest.approx(90.0)
+    assert lines[2:] == [
+        "| fast-data-50 | 12 | 0.5 | 200 | 88.90 | -1.10 ± 0.10 | 90.00 | +0.00 ± 0.00 | 0.9700 | 0.9300 | 0.9500 |",
+        "| fast-data-100 | 12 | 1 | 400 | 90.00 |  | 90.00 |  | 0.9700 |  | 0.9500 |",
+        "| fast-data-50-36ep | 36 | 0.5 | 200 | 90.00 | -2.00 ± 0.00 | 90.00 | -2.00 ± 0.00 | 0.9700 |  | 0.9500 |",
+        "| fast-36ep | 36 | 1 | 400 | 92.00 |  | 92.00 |  | 0.9700 |  | 0.9500 |",
+    ]
+    assert fast_data.doublings(fast_data.budgets(records)[12]) == ["200 -> 400 faces: +1.10 (+1.10 per doubling)"]
+    assert fast_data.doublings(fast_data.budgets(records)[36]) == ["200 -> 400 faces: +2.00 (+2.00 per doubling)"]
