@@ -9,7 +9,8 @@ Runs, trained first (about 9 minutes each on 2 cores at 12 epochs' steps, 30 to 
   every pool after the leak filter), for as many steps as 12 epochs of every face, so that they differ
   in faces, not in updates;
 - ``configs/ablations/fast-data-50-36ep.yaml`` and ``configs/fast.yaml`` (the shipped fast file's run,
-  ``runs/aird-fast-all``): half and every face at the shipped schedule's steps (36 epochs of every face).
+  ``runs/aird-fast-all``): half and every face at the shipped schedule's steps (36 epochs of every face);
+- ``configs/ablations/fast-72ep.yaml``: every face for 72 epochs, whether the schedule still pays.
 
 Per run: LFW 16 px LR-LR and HR-LR accuracy over all 6,000 pairs (the run's own records), paired over the
 10 folds against the run of its step budget on every face; and how closely the fast student follows its
@@ -54,10 +55,11 @@ from aird.paths import data_root
 
 ROOT = Path(__file__).resolve().parents[1]
 OUT = ROOT / "docs" / "results"
-# At the steps of 12 epochs of every face, four sizes; at those of 36 (the shipped recipe), half and every face.
+# At the steps of 12 epochs of every face, four sizes; at 36 (the shipped recipe), half and every face; at 72, every face.
 RUNS = [ROOT / "runs" / f"fast-data-{p}-all" for p in (12, 25, 50, 100)] + [
     ROOT / "runs" / "fast-data-50-36ep-all",
     ROOT / "runs" / "aird-fast-all",  # configs/fast.yaml: the shipped fast file's run
+    ROOT / "runs" / "fast-72ep-all",  # configs/ablations/fast-72ep.yaml: every face, twice the shipped steps
 ]
 SHIPPED_RECORDS = OUT / "students.json"
 FACES = 768  # per face set: the LR faces both networks embed
