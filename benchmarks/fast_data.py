@@ -37,10 +37,13 @@ from pathlib import Path
 import numpy as np
 import torch
 
+sys.path.insert(0, str(Path(__file__).parent))
+from make_student_anchor import unit_embeddings  # noqa: E402  (unit embeddings, one place)
+
 from aird.config import from_dict
 from aird.data.align import align_settings_for
 from aird.data.chips import align_images
-from aird.data.degrade import Degradation, to_network_input
+from aird.data.degrade import Degradation
 from aird.data.lfw import LFW
 from aird.distill.config import ExperimentConfig
 from aird.distill.data import SPLIT_TEST_FOLDS, TrainingSet, subsample
@@ -48,7 +51,6 @@ from aird.distill.run import run_scores, training_set
 from aird.errors import AirdError
 from aird.eval.metrics import kfold_accuracy
 from aird.eval.records import environment, load_records, make_record, paired_difference, write_records
-from aird.models.embedder import faces_to_tensor
 from aird.models.student import load_student
 from aird.models.teacher import DlibTeacher
 from aird.paths import data_root
@@ -81,16 +83,6 @@ def lr_faces(chips: np.ndarray, tag: str) -> np.ndarray:
     """16 px LR faces of ``chips`` (area-shrunk, at their native side), one seeded draw per face."""
     degradation = Degradation(res=(RES,), down=("area",), up=None, seed=0)
     return degradation.batch(chips, [f"{tag}-{i}" for i in range(len(chips))])
-
-
-def embed(model: torch.nn.Module, faces: np.ndarray, side: int, batch: int = 64) -> np.ndarray:
-    """Unit embeddings of LR ``faces`` resized to the network's ``side`` (float32, no gradient)."""
-    out = []
-    with torch.inference_mode():
-        for i in range(0, len(faces), batch):
-            x = faces_to_tensor(np.stack([to_network_input(f, side) for f in faces[i : i + batch]]))
-            out.append(torch.nn.functional.normalize(model(x).float(), dim=1))
-    return torch.cat(out).numpy()
 
 
 def pick(n: int, count: int, seed: int = 0) -> np.ndarray:
@@ -139,7 +131,11 @@ def run_records(
     agreement = {}
     for name, chips in face_sets(full, used, lfw_chips).items():
         faces = lr_faces(chips, name)
-        cos = (embed(student, faces, int(meta["input_size"])) * embed(bridge[0], faces, bridge[1])).sum(1)
+        cos = (
+            (unit_embeddings(student, faces, int(meta["input_size"])) * unit_embeddings(bridge[0], faces, bridge[1]))
+            .sum(1)
+            .numpy()
+        )
         agreement[name] = {
             "mean": float(cos.mean()),
             "faces": len(cos),
@@ -212,6 +208,20 @@ def doublings(lr_lr: list[dict]) -> list[str]:
         fa, fb = a["settings"]["training_faces"], b["settings"]["training_faces"]
         gain = (b["metrics"]["accuracy"] - a["metrics"]["accuracy"]) * 100
         out.append(f"{fa:,} -> {fb:,} faces: {gain:+.2f} ({gain / np.log2(fb / fa):+.2f} per doubling)")
+    return out
+
+
+def schedule(records: list[dict]) -> list[str]:
+    """Each budget's run on the most faces against the next budget's, paired over the folds: what more steps
+    over the same faces give."""
+    largest = {b: rs[-1] for b, rs in budgets(records).items()}
+    out = []
+    for (b0, r0), (b1, r1) in zip(largest.items(), list(largest.items())[1:]):
+        if r0["settings"]["training_faces"] == r1["settings"]["training_faces"]:
+            d = paired_difference(r1, r0)
+            out.append(
+                f"- {r1['settings']['training_faces']:,} faces, {b0} -> {b1} epochs, 16 px LR-LR: {d[0]:+.2f} ± {d[1]:.2f}."
+            )
     return out
 
 
@@ -300,6 +310,7 @@ def main(argv: list[str] | None = None) -> int:
         steps = doublings(lr_lr)
         if steps:
             notes.append(f"- Steps of {budget} epochs of every face, 16 px LR-LR: " + "; ".join(steps) + ".")
+    notes += schedule(records)
     note = "\n".join(notes)
     args.out.with_suffix(".md").write_text(
         "# The fast student against the number of its training faces\n\n"

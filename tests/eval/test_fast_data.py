@@ -73,3 +73,4 @@ def test_table_pairs_each_run_with_the_run_of_its_budget_on_every_face(fast_data
     ]
     assert fast_data.doublings(fast_data.budgets(records)[12]) == ["200 -> 400 faces: +1.10 (+1.10 per doubling)"]
     assert fast_data.doublings(fast_data.budgets(records)[36]) == ["200 -> 400 faces: +2.00 (+2.00 per doubling)"]
+    assert fast_data.schedule(records) == ["- 400 faces, 12 -> 36 epochs, 16 px LR-LR: +2.00 ± 0.00."]
