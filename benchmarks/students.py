@@ -52,10 +52,10 @@ from aird.data.chips import align_images
 from aird.data.degrade import Degradation
 from aird.errors import AirdError, ConfigError
 from aird.eval.compare import named_students, with_shipped
-from aird.eval.metrics import cosine_similarity
+from aird.eval.metrics import cosine_similarity, kfold_accuracy
 from aird.eval.plots import plot_accuracy_speed
 from aird.eval.protocols import lfw_pairs
-from aird.eval.records import check_results_file, load_records, write_records
+from aird.eval.records import check_results_file, load_records, paired_fold_table, write_records
 from aird.eval.runner import EvalConfig, run_verification
 from aird.eval.speed import LATENCY_FACES, SPEED_BATCH, SPEED_REPEATS, SPEED_WARMUP, measure_speed
 from aird.models.embedder import Embedder
@@ -313,9 +313,15 @@ def run(args: argparse.Namespace, command: str) -> int:
                 cfg = EvalConfig(
                     res=res, pairs=mode, folds=args.folds, out_size=m.input_size, method=m.method, pairs_file=pairs_file
                 )
-                rec = run_verification(m.embedder, cfg, root, progress, gallery_embedder=teacher).record
+                result = run_verification(m.embedder, cfg, root, progress, gallery_embedder=teacher)
+                rec = result.record
                 rec["settings"].update(
-                    embedder_name=m.embedder.name, backend=m.backend, speed=speed[m.label]["settings"], **m.extra
+                    embedder_name=m.embedder.name,
+                    backend=m.backend,
+                    speed=speed[m.label]["settings"],
+                    # so that any two models of the run can be compared paired over the folds
+                    fold_accuracies=kfold_accuracy(result.scores, result.labels, result.folds)["fold_accuracies"],
+                    **m.extra,
                 )
                 rec["metrics"].update(speed[m.label]["metrics"])
                 records.append({**rec, "model": m.label})
@@ -341,6 +347,8 @@ def run(args: argparse.Namespace, command: str) -> int:
         f"{len(first['settings']['folds'])}-fold, {first['n']:,} pairs (split {first['split']}), in %; hr-lr = the "
         "HR face by the teacher.\n",
         table,
+        f"Each model minus `{main}`, paired over the folds (mean ± standard error, points):\n",
+        paired_fold_table(records, main, by="model", minus_reference=True) + "\n",
         "![accuracy against speed](students.png)\n",
     ]
     (out / "students.md").write_text("\n".join(doc))

@@ -21,6 +21,22 @@ from aird.paths import default_data_root
 # before any data is aligned or any step is trained; each message names the key and its valid range.
 
 
+def student_file(value: str | None, key: str) -> Path | None:
+    """The student file a setting names (``shipped``: the package's student), None for none; a value that is
+    not a ``.safetensors`` file, or a missing file, fails naming ``key``."""
+    if value is None:
+        return None
+    if value == "shipped":
+        from aird.models.shipped import default_student_path
+
+        return default_student_path()
+    require(key, value, str(value).endswith(".safetensors"), "a student .safetensors file or 'shipped'")
+    path = Path(value)
+    if not path.is_file():
+        raise ConfigError(f"{key}: {path} not found; train it first (aird distill) or use 'shipped'")
+    return path
+
+
 @dataclass
 class StudentConfig:
     model: str = "dlib_resnet_bn"  # registry name; initialised with the teacher's weights
@@ -32,9 +48,14 @@ class StudentConfig:
     # progressive[i]; later epochs read input_size). A teacher-initialised network can start near the side
     # its weights were trained at and shrink towards input_size, instead of meeting the small side at once.
     progressive: list[int] | None = None
+    # Start from a trained student (a .safetensors file, or "shipped") instead of the model's own weights, as
+    # --init does. A full dlib_resnet_bn student given to a slim model (dlib_resnet_slim50, ...) is pruned
+    # into it (aird.models.prune).
+    init: str | None = None
 
     def __post_init__(self) -> None:
         MODELS.check(self.model, "student.model")
+        self.init_path()  # a bad or missing file fails at load, not after the training set is built
         lo, hi = INPUT_SIZES[self.model]
         require("student.input_size", self.input_size, lo <= self.input_size <= hi, f"in {lo}..{hi} for {self.model}")
         require("student.bn", self.bn, self.bn in ("train", "frozen"), "'train' or 'frozen'")
@@ -45,6 +66,10 @@ class StudentConfig:
                 isinstance(side, int) and lo <= side <= hi,
                 f"in {lo}..{hi} for {self.model}",
             )
+
+    def init_path(self) -> Path | None:
+        """The file ``init`` names (``shipped``: the package's student), or None."""
+        return student_file(self.init, "student.init")
 
     def side_at(self, epoch: int) -> int:
         """The side the student reads in ``epoch`` (0-based)."""
@@ -194,22 +219,10 @@ class BridgeConfig:
             )
         if self.teacher_weight > 0 and self.student is None:
             raise ConfigError("bridge.teacher_weight mixes the HR teacher into a bridge's targets: set bridge.student")
-        if self.student not in (None, "shipped"):
-            ok = str(self.student).endswith(".safetensors")
-            require("bridge.student", self.student, ok, "a student .safetensors file or 'shipped'")
-        self.path()  # a missing file fails at load, not after the training set is built
+        self.path()  # a bad or missing file fails at load, not after the training set is built
 
     def path(self) -> Path | None:
-        if self.student is None:
-            return None
-        if self.student == "shipped":
-            from aird.models.shipped import default_student_path
-
-            return default_student_path()
-        path = Path(self.student)
-        if not path.is_file():
-            raise ConfigError(f"bridge.student: {path} not found; train it first (aird distill) or use 'shipped'")
-        return path
+        return student_file(self.student, "bridge.student")
 
 
 @dataclass

@@ -157,9 +157,14 @@ def run_scores(run_dir: Path, res: int, pairs: str) -> tuple[np.ndarray, np.ndar
 
 
 def load_init(path: str | Path, cfg: ExperimentConfig) -> torch.nn.Module:
-    """The ``--init`` student, which must be of the config's architecture (its weights would not mean
-    the same in another, and the result would be saved under the config's model name)."""
+    """The ``--init`` (or ``student.init``) student, which must be of the config's architecture (its weights
+    would not mean the same in another, and the result would be saved under the config's model name), or a
+    full ``dlib_resnet_bn`` student when the config's is a slim one: it is then channel-pruned into it."""
+    from aird.models.prune import FULL_MODEL, SLIM_KEEP, prune_inner
+
     student, meta = load_student(path)
+    if meta["model"] == FULL_MODEL and cfg.student.model in SLIM_KEEP:
+        return prune_inner(student, SLIM_KEEP[cfg.student.model])
     if meta["model"] != cfg.student.model:
         raise ConfigError(
             f"--init {path} is a {meta['model']!r} student, but student.model is {cfg.student.model!r}: "
@@ -181,6 +186,7 @@ def run_experiment(
     rank, world = world_info()
     run_dir = cfg.run_dir()
     prepare_run_dir(run_dir, resume, overwrite, delete=rank == 0)
+    init = init or cfg.student.init_path()
     init_student = load_init(init, cfg) if init else None
     if cfg.train.threads:
         torch.set_num_threads(cfg.train.threads)

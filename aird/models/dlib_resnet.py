@@ -56,6 +56,13 @@ LEVELS = (
 STEM_CHANNELS = 32
 
 
+def inner_widths(keep: float) -> list[int]:
+    """Every residual block's inner width when each keeps ``keep`` of its channels, input side first."""
+    if not 0.0 < keep <= 1.0:
+        raise ValueError(f"keep must be in (0, 1], got {keep}")
+    return [max(1, round(channels * keep)) for _, channels, blocks, _ in LEVELS for _ in range(blocks)]
+
+
 def default_dat_path() -> Path:
     """The model file shipped by the ``face_recognition_models`` package."""
     from aird.data.align import dlib_model_file
@@ -103,12 +110,15 @@ def _padding(size: int, stride: int, lr: bool) -> int:
 class ResBlock(nn.Module):
     """``ares`` / ``ares_down``: relu(block(x) + shortcut(x)), added the dlib way."""
 
-    def __init__(self, in_channels: int, channels: int, downsample: bool, lr: bool = False):
+    def __init__(
+        self, in_channels: int, channels: int, downsample: bool, lr: bool = False, inner: int | None = None
+    ) -> None:
         super().__init__()
         stride = 2 if downsample else 1
-        self.conv1 = nn.Conv2d(in_channels, channels, 3, stride, _padding(3, stride, lr))
-        self.bn1 = Affine(channels)
-        self.conv2 = nn.Conv2d(channels, channels, 3, 1, _same_padding(3, 1))
+        inner = inner or channels  # fewer in a pruned network (aird.models.prune)
+        self.conv1 = nn.Conv2d(in_channels, inner, 3, stride, _padding(3, stride, lr))
+        self.bn1 = Affine(inner)
+        self.conv2 = nn.Conv2d(inner, channels, 3, 1, _same_padding(3, 1))
         self.bn2 = Affine(channels)
         # ceil_mode in the LR variant: a 1 px map stays 1 px instead of vanishing.
         self.shortcut: nn.Module = nn.AvgPool2d(2, 2, ceil_mode=lr) if downsample else nn.Identity()
@@ -126,9 +136,12 @@ class DlibResNet(nn.Module):
     ``lr=True`` builds the LR variant: the same layers and weights, but every strided convolution and pool
     padded by half its window, so that a 32 px input (a 16 px face up-sampled twice) still reaches level0.
     It computes a different function from dlib's, so it is a starting point to be trained, not the teacher.
+
+    ``inner`` gives each residual block's inner width (its first convolution's filters, input side first; see
+    :func:`inner_widths`): a channel-pruned network, whose residual stream keeps dlib's widths.
     """
 
-    def __init__(self, lr: bool = False) -> None:
+    def __init__(self, lr: bool = False, inner: list[int] | None = None) -> None:
         super().__init__()
         self.lr = lr
         self.register_buffer("input_mean", torch.zeros(3))
@@ -141,12 +154,16 @@ class DlibResNet(nn.Module):
             )
         )
         levels, channels = OrderedDict(), STEM_CHANNELS
+        blocks_total = sum(blocks for _, _, blocks, _ in LEVELS)
+        if inner is not None and len(inner) != blocks_total:
+            raise ValueError(f"inner gives {len(inner)} widths, the face ResNet has {blocks_total} residual blocks")
+        widths = iter(inner or inner_widths(1.0))
         for name, out, blocks, down in LEVELS:
             # In the LR variant level0 keeps its map (already 1 px at 32 px input): a strided 3x3 convolution
             # of a 1 px map gave NaN weight gradients under CPU bfloat16 autocast (torch 2.13, oneDNN).
             down = down and not (lr and name == "level0")
             levels[name] = nn.Sequential(
-                *(ResBlock(channels if b == 0 else out, out, down and b == 0, lr) for b in range(blocks))
+                *(ResBlock(channels if b == 0 else out, out, down and b == 0, lr, next(widths)) for b in range(blocks))
             )
             channels = out
         self.levels = nn.Sequential(levels)

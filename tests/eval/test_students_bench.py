@@ -6,6 +6,7 @@ import json
 import sys
 from pathlib import Path
 
+import numpy as np
 import pytest
 import torch
 
@@ -83,6 +84,10 @@ def test_students_records(bench_run):
         assert r["benchmark"] == "lfw" and r["task"] == "verification" and r["n"] == 16
         assert r["split"] == "custom:pairs_small.txt"
         assert {"accuracy", "tar@far=1e-3", "faces_per_s", "p50_ms"} <= set(r["metrics"])
+        # one accuracy per fold, averaging to the record's: any two models can be paired over the folds
+        folds = r["settings"]["fold_accuracies"]
+        assert len(folds) == len(r["settings"]["folds"]) >= 2
+        assert np.mean(folds) == pytest.approx(r["metrics"]["accuracy"])
         speed = r["settings"]["speed"]
         assert speed["main"] == "main" and speed["threads"] == 1 and speed["batch_size"] == 64 and speed["res"] == 16
     for model, recs in by_model.items():
@@ -108,6 +113,8 @@ def test_students_table_and_plot(bench_run):
     for model in ("dlib_resnet", "main", "fast", "fast-onnx"):
         assert f"| {model} |" in md
     assert "16 px lr-lr | 12 px lr-lr | 8 px lr-lr | 16 px hr-lr" in md and "students.png" in md
+    paired = md[md.index("minus `main`, paired over the folds") :]
+    assert "| model | lr-lr 16 px |" in paired and "| fast | " in paired and "| dlib_resnet | " in paired
 
 
 def test_students_speed_only_with_the_shipped_student_by_default(bench_run, students, tmp_path, capsys):
