@@ -29,8 +29,9 @@ many other CelebA faces to mean cosine --int8-target-cosine to the float graph's
 measures the graph quantized whole (all but the embedding layer) as ``NAME-int8-whole``.
 
 Writes docs/results/students.json (records in the RESULTS.md shape: ``metrics.faces_per_s`` on every
-record of a model, the speed settings and the ratio to the main student in ``settings.speed``),
-students.md (the table) and students.png (accuracy at --speed-res px LR-LR against faces/s). With
+record of a model, the speed settings and the ratio to the main student in ``settings.speed``, each
+fold's accuracy in ``settings.fold_accuracies``), students.md (the table, and every model minus the main
+student paired over the folds) and students.png (accuracy at --speed-res px LR-LR against faces/s). With
 --speed-only it measures speed alone, prints it and writes nothing.
 """
 

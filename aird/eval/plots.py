@@ -152,6 +152,10 @@ def plot_training_curves(
     return _save(fig, path)
 
 
+# Points an accuracy-speed plot labels beside themselves; more are named in a legend only.
+LABELLED_POINTS = 6
+
+
 def plot_accuracy_speed(
     points: dict[str, tuple[float, float]],
     path: str | Path,
@@ -163,13 +167,16 @@ def plot_accuracy_speed(
     min_accuracy_label: str | None = None,
 ) -> Path:
     """One labelled point per model (label -> (faces/s, accuracy as a fraction)) on a log speed axis;
-    ``min_speed`` / ``min_accuracy`` draw dashed goal lines (the region a model should reach)."""
+    ``min_speed`` / ``min_accuracy`` draw dashed goal lines (the region a model should reach). Beyond
+    ``LABELLED_POINTS`` points the labels would cover each other, so the points are named in a legend
+    beside the axes instead."""
     if not points:
         raise ValueError("no points to plot")
     for label, (speed, acc) in points.items():
         if not (math.isfinite(speed) and speed > 0 and math.isfinite(acc)):
             raise ValueError(f"point {label!r}: faces/s must be positive and both values finite, got {(speed, acc)}")
-    fig = _figure(6.5, 4.5)
+    labelled = len(points) <= LABELLED_POINTS
+    fig = _figure(6.5 if labelled else 9.5, 4.5)
     ax = fig.add_subplot()
     speeds = [p[0] for p in points.values()] + ([min_speed] if min_speed else [])
     markers = "os^vDP*Xh<>"
@@ -185,6 +192,8 @@ def plot_accuracy_speed(
 
     for i, (label, (speed, acc)) in enumerate(points.items()):
         ax.plot(speed, 100 * acc, markers[i % len(markers)], markersize=8, label=label)
+        if not labelled:
+            continue
         ax.annotate(
             label,
             (speed, 100 * acc),
@@ -204,7 +213,10 @@ def plot_accuracy_speed(
     ax.set_ylabel(f"{ylabel} (%)")
     ax.set_title(title)
     ax.grid(True, which="both", alpha=0.3)
-    ax.legend(loc="best", fontsize="small")
+    if labelled:
+        ax.legend(loc="best", fontsize="small")
+    else:
+        ax.legend(loc="upper left", bbox_to_anchor=(1.02, 1.0), fontsize="small")
     return _save(fig, path)
 
 

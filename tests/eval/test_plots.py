@@ -56,6 +56,24 @@ def test_plot_accuracy_speed_writes_png(tmp_path):
     assert_png(path)
 
 
+def png_width(path) -> int:
+    return int.from_bytes(path.read_bytes()[16:20], "big")  # the IHDR chunk's width
+
+
+def test_plot_accuracy_speed_names_many_points_in_a_legend_beside_the_axes(tmp_path):
+    from aird.eval.plots import LABELLED_POINTS, plot_accuracy_speed
+
+    for name in ("few", "many"):
+        (tmp_path / name).mkdir()
+    few, many = tmp_path / "few" / "p.png", tmp_path / "many" / "p.png"
+    points = {f"m{i}": (1000.0 + 10 * i, 0.9) for i in range(LABELLED_POINTS + 2)}
+    plot_accuracy_speed(dict(list(points.items())[:LABELLED_POINTS]), few)
+    plot_accuracy_speed(points, many)
+    assert_png(many)
+    # points at one spot would hide each other's labels: the legend goes beside the axes, on a wider figure
+    assert png_width(many) > png_width(few)
+
+
 def test_plot_embedding_maps_writes_png(tmp_path):
     from aird.eval.plots import plot_embedding_maps
 
