@@ -190,7 +190,11 @@ class SearchIndex:
 
     def add(self, vectors: np.ndarray, owners: np.ndarray) -> None:
         vectors = np.ascontiguousarray(vectors, dtype=np.float32).reshape(-1, self.dim)
-        if self.kind == "faiss" and self._faiss is not None and not (len(self) < COMPRESSED_MIN <= len(self) + len(vectors)):
+        if (
+            self.kind == "faiss"
+            and self._faiss is not None
+            and not (len(self) < COMPRESSED_MIN <= len(self) + len(vectors))
+        ):
             self._faiss.add(vectors)
             self.vectors = np.concatenate([self.vectors, vectors])
             self.owners = np.concatenate([self.owners, np.asarray(owners, np.int64)])
@@ -653,9 +657,7 @@ class Gallery:
     other verb on a missing file is an error, never a silently created empty gallery.
     """
 
-    def __init__(
-        self, path: str | Path, recognizer: "Recognizer | None" = None, index: str = "exact"
-    ):
+    def __init__(self, path: str | Path, recognizer: "Recognizer | None" = None, index: str = "exact"):
         if index not in INDEXES:
             raise ConfigError(f"unknown gallery index {index!r}; choose one of: {', '.join(INDEXES)}")
         if index == "faiss":

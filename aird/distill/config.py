@@ -21,6 +21,9 @@ from aird.paths import default_data_root
 # before any data is aligned or any step is trained; each message names the key and its valid range.
 
 
+INIT_FORM = "a student .safetensors file or 'shipped'"
+
+
 def student_file(value: str | None, key: str) -> Path | None:
     """The student file a setting names (``shipped``: the package's student), None for none; a value that is
     not a ``.safetensors`` file, or a missing file, fails naming ``key``."""
@@ -30,7 +33,7 @@ def student_file(value: str | None, key: str) -> Path | None:
         from aird.models.shipped import default_student_path
 
         return default_student_path()
-    require(key, value, str(value).endswith(".safetensors"), "a student .safetensors file or 'shipped'")
+    require(key, value, str(value).endswith(".safetensors"), INIT_FORM)
     path = Path(value)
     if not path.is_file():
         raise ConfigError(f"{key}: {path} not found; train it first (aird distill) or use 'shipped'")
@@ -55,7 +58,10 @@ class StudentConfig:
 
     def __post_init__(self) -> None:
         MODELS.check(self.model, "student.model")
-        self.init_path()  # a bad or missing file fails at load, not after the training set is built
+        if self.init not in (None, "shipped"):
+            # Only the form here: an init may be the run of another config, trained before this one starts
+            # (run_experiment looks for the file before any data is built).
+            require("student.init", self.init, str(self.init).endswith(".safetensors"), INIT_FORM)
         lo, hi = INPUT_SIZES[self.model]
         require("student.input_size", self.input_size, lo <= self.input_size <= hi, f"in {lo}..{hi} for {self.model}")
         require("student.bn", self.bn, self.bn in ("train", "frozen"), "'train' or 'frozen'")

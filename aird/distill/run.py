@@ -185,9 +185,10 @@ def run_experiment(
     device = init_distributed()
     rank, world = world_info()
     run_dir = cfg.run_dir()
-    prepare_run_dir(run_dir, resume, overwrite, delete=rank == 0)
+    # The init is read first: a missing or unfitting file fails before the run's folder is touched.
     init = init or cfg.student.init_path()
     init_student = load_init(init, cfg) if init else None
+    prepare_run_dir(run_dir, resume, overwrite, delete=rank == 0)
     if cfg.train.threads:
         torch.set_num_threads(cfg.train.threads)
     started = time.time()

@@ -5,7 +5,7 @@ import torch
 
 from aird.config import from_dict
 from aird.distill.config import ExperimentConfig
-from aird.distill.run import load_init
+from aird.distill.run import load_init, run_experiment
 from aird.errors import ConfigError
 from aird.models.dlib_resnet import LEVELS, ResBlock, inner_widths
 from aird.models.prune import SLIM_KEEP, inner_scores, prune_block, prune_inner, slim_resnet
@@ -127,7 +127,14 @@ def test_an_init_of_another_architecture_is_refused(tmp_path):
         load_init(path, experiment(tmp_path, model="dlib_resnet_slim50"))
 
 
-@pytest.mark.parametrize("init", ["weights.pt", "missing.safetensors"])
-def test_a_bad_student_init_is_refused_at_load(tmp_path, init):
-    with pytest.raises(ConfigError, match="student.init"):
-        experiment(tmp_path, model="dlib_resnet_slim50", init=str(tmp_path / init))
+def test_a_student_init_of_another_form_is_refused_at_load(tmp_path):
+    with pytest.raises(ConfigError, match="student.init.*safetensors"):
+        experiment(tmp_path, model="dlib_resnet_slim50", init=str(tmp_path / "weights.pt"))
+
+
+def test_a_missing_student_init_is_named_before_any_work(tmp_path):
+    # An init may be another config's run, so the config loads; looking for the file is the run's first step.
+    cfg = experiment(tmp_path, model="dlib_resnet_slim50", init=str(tmp_path / "missing.safetensors"))
+    with pytest.raises(ConfigError, match="student.init: .*missing.safetensors not found; train it first"):
+        run_experiment(cfg)
+    assert not (tmp_path / "run").exists()
