@@ -53,7 +53,7 @@ from aird.data.chips import align_images
 from aird.data.degrade import Degradation
 from aird.errors import AirdError, ConfigError
 from aird.eval.compare import named_students, with_shipped
-from aird.eval.metrics import cosine_similarity, kfold_accuracy
+from aird.eval.metrics import cosine_similarity
 from aird.eval.plots import plot_accuracy_speed
 from aird.eval.protocols import lfw_pairs
 from aird.eval.records import check_results_file, load_records, paired_fold_table, write_records
@@ -314,15 +314,9 @@ def run(args: argparse.Namespace, command: str) -> int:
                 cfg = EvalConfig(
                     res=res, pairs=mode, folds=args.folds, out_size=m.input_size, method=m.method, pairs_file=pairs_file
                 )
-                result = run_verification(m.embedder, cfg, root, progress, gallery_embedder=teacher)
-                rec = result.record
+                rec = run_verification(m.embedder, cfg, root, progress, gallery_embedder=teacher).record
                 rec["settings"].update(
-                    embedder_name=m.embedder.name,
-                    backend=m.backend,
-                    speed=speed[m.label]["settings"],
-                    # so that any two models of the run can be compared paired over the folds
-                    fold_accuracies=kfold_accuracy(result.scores, result.labels, result.folds)["fold_accuracies"],
-                    **m.extra,
+                    embedder_name=m.embedder.name, backend=m.backend, speed=speed[m.label]["settings"], **m.extra
                 )
                 rec["metrics"].update(speed[m.label]["metrics"])
                 records.append({**rec, "model": m.label})

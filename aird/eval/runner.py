@@ -15,7 +15,13 @@ from aird.data.crops import DEFAULT_CROP_JITTER, DetectorCrop, crop_condition, f
 from aird.data.degrade import Degradation
 from aird.data.jitter import Jitter
 from aird.errors import ConfigError, DataError
-from aird.eval.metrics import cosine_similarity, identification_metrics, similarity_matrix, verification_metrics
+from aird.eval.metrics import (
+    cosine_similarity,
+    identification_metrics,
+    kfold_accuracy,
+    similarity_matrix,
+    verification_metrics,
+)
 from aird.eval.protocols import lfw_identification, lfw_pairs, orl_identification
 from aird.eval.records import environment, make_record
 from aird.models.embedder import Embedder, embed_cached, embed_chips
@@ -232,6 +238,8 @@ def run_verification(
                 "gallery_model": hr_model.name if cfg.pairs == "hr-lr" else None,
                 "pairs_file": str(cfg.pairs_file or root / "lfw/pairs.txt"),
                 "threshold_mean": threshold,
+                # so that any two records of the same pairs can be compared paired over the folds
+                "fold_accuracies": kfold_accuracy(scores, labels, pairs.fold)["fold_accuracies"],
                 "pairs_dropped": n_listed - len(pairs),  # pairs with a skipped image
                 "score": "cosine",
             },

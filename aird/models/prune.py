@@ -83,16 +83,10 @@ def prune_inner(full: DlibResNet, keep: float) -> DlibResNet:
     slim_blocks = [m for m in slim.modules() if isinstance(m, ResBlock)]
     if len(full_blocks) != len(slim_blocks):
         raise ValueError(f"{len(full_blocks)} residual blocks to prune, the slim network has {len(slim_blocks)}")
-    # Everything outside the blocks' inner channels is copied as it is.
-    inner_keys = {
-        f"{name}.{part}"
-        for name, m in full.named_modules()
-        if isinstance(m, ResBlock)
-        for part in ("conv1.weight", "conv1.bias", "conv2.weight")
-    } | {f"{name}.bn1.{k}" for name, m in full.named_modules() if isinstance(m, ResBlock) for k in m.bn1.state_dict()}
+    # Everything of the same shape is copied as it is (all but the blocks' inner channels, filled next).
     slim_state = slim.state_dict()
     for key, value in full.state_dict().items():
-        if key not in inner_keys:
+        if slim_state[key].shape == value.shape:
             slim_state[key].copy_(value)
     for src, dst in zip(full_blocks, slim_blocks):
         prune_block(src, dst)
