@@ -26,7 +26,9 @@ calibrated on --int8-calibration CelebA faces, a training pool) and measures it 
 accuracy cell, since quantization changes what it computes (its cosine to the float model is recorded).
 Per-layer sensitivity keeps the fewest residual blocks float that bring the int8 graph's embeddings of as
 many other CelebA faces to mean cosine --int8-target-cosine to the float graph's; ``--int8-whole`` also
-measures the graph quantized whole (all but the embedding layer) as ``NAME-int8-whole``.
+measures the graph quantized whole (all but the embedding layer) as ``NAME-int8-whole``. The exports read
+channels-last faces (--onnx-layout, default nhwc: the faster on a CPU) and their sessions' idle threads
+sleep instead of spinning, so that the sessions timed in turn in one process do not slow each other.
 
 Writes docs/results/students.json (records in the RESULTS.md shape: ``metrics.faces_per_s`` on every
 record of a model, the speed settings and the ratio to the main student in ``settings.speed``, each
@@ -92,7 +94,7 @@ def load_students(specs: list[str], batch_size: int, threads: int) -> list[Model
             extra["card_fingerprint"] = s.card["fingerprint"]
         embedder, backend = s.embedder, "torch"
         if isinstance(embedder, OnnxEmbedder):  # a graph from 'aird export': held to the same threads
-            embedder, backend = OnnxEmbedder(s.path, batch_size, threads=threads), "onnxruntime"
+            embedder, backend = OnnxEmbedder(s.path, batch_size, threads=threads, spin=False), "onnxruntime"
         models.append(Model(label, embedder, s.method, embedder.input_size, backend, s.path, extra))
     return models
 
@@ -115,7 +117,9 @@ def speed_faces(root: Path, folds: list[int] | None, pairs_file: str | None, n: 
     return np.resize(lr, (n, *lr.shape[1:]))  # np.resize repeats the faces to n
 
 
-def onnx_models(students: list[Model], names: list[str], folder: Path, threads: int, batch_size: int) -> list[Model]:
+def onnx_models(
+    students: list[Model], names: list[str], folder: Path, threads: int, batch_size: int, layout: str
+) -> list[Model]:
     from aird.models.export import OnnxEmbedder, export_model
 
     by_label = {m.label: m for m in students}
@@ -126,8 +130,8 @@ def onnx_models(students: list[Model], names: list[str], folder: Path, threads: 
         m = by_label[name]
         if m.backend != "torch":
             raise ConfigError(f"--onnx {name!r}: {m.path} is already an ONNX graph; it is measured as it is")
-        graph = export_model(m.path, folder / f"{name}-onnx.onnx")
-        emb = OnnxEmbedder(graph, batch_size, threads=threads)
+        graph = export_model(m.path, folder / f"{name}-onnx.onnx", layout=layout)
+        emb = OnnxEmbedder(graph, batch_size, threads=threads, spin=False)
         extra = {**m.extra, "onnx_opset": 17}
         out.append(Model(f"{name}-onnx", emb, m.method, emb.input_size, "onnxruntime", m.path, extra, m.embedder))
     return out
@@ -153,6 +157,7 @@ def int8_models(
     held_out: np.ndarray,
     target_cosine: float,
     whole: bool,
+    layout: str,
 ) -> list[Model]:
     """``NAME-int8`` per name (per-layer sensitivity at ``target_cosine``), and ``NAME-int8-whole`` with ``whole``."""
     from aird.models.export import OnnxEmbedder, export_model, quantize_int8
@@ -163,12 +168,12 @@ def int8_models(
         if name not in by_label or by_label[name].backend != "torch":
             raise ConfigError(f"--int8 {name!r} is not one of the PyTorch students ({', '.join(by_label)})")
         m = by_label[name]
-        graph = export_model(m.path, folder / f"{name}.onnx")
+        graph = export_model(m.path, folder / f"{name}.onnx", layout=layout)
         variants = [("int8", {"held_out": held_out, "target_cosine": target_cosine})]
         variants += [("int8-whole", {})] if whole else []
         for suffix, options in variants:
             quantized = quantize_int8(graph, folder / f"{name}-{suffix}.onnx", calibration, **options)
-            emb = OnnxEmbedder(quantized, batch_size, threads=threads)
+            emb = OnnxEmbedder(quantized, batch_size, threads=threads, spin=False)
             extra = {**m.extra, "onnx_opset": 17, "quantized": "int8 (onnxruntime static, QDQ, per-channel weights)"}
             extra["int8_calibration"] = f"{len(calibration)} CelebA faces (a training pool), not LFW"
             if options:
@@ -259,7 +264,7 @@ def run(args: argparse.Namespace, command: str) -> int:
     main = main_label(students, args.main)
     models = ([Model("dlib_resnet", teacher, "teacher", None)] if args.teacher else []) + students
     with tempfile.TemporaryDirectory() as tmp:
-        models += onnx_models(students, args.onnx or [], Path(tmp), args.threads, args.batch)
+        models += onnx_models(students, args.onnx or [], Path(tmp), args.threads, args.batch, args.onnx_layout)
         if args.int8:
             n = args.int8_calibration
             celeba = calibration_faces(root, 2 * n, args.speed_res, progress)
@@ -273,6 +278,7 @@ def run(args: argparse.Namespace, command: str) -> int:
                 held_out=celeba[n:],
                 target_cosine=args.int8_target_cosine,
                 whole=args.int8_whole,
+                layout=args.onnx_layout,
             )
         faces = speed_faces(root, args.folds, pairs_file, args.speed_faces, args.speed_res, progress)
         speed = measure_speed(
@@ -294,6 +300,9 @@ def run(args: argparse.Namespace, command: str) -> int:
                 main=main,
                 faces_source="LFW pairs' images, aligned, area down-sampled (no up-sampling: the embedder resamples)",
             )
+            if m.backend.startswith("onnxruntime"):  # idle sessions' spinning threads would slow the timed one
+                speed[m.label]["settings"]["onnxruntime_thread_spinning"] = m.embedder.spin
+                speed[m.label]["settings"]["onnx_input_layout"] = m.embedder.layout
             if m.twin is not None:
                 cos = cosine_similarity(m.embedder.embed(faces[:64]), m.twin.embed(faces[:64]))
                 key = "int8_cosine_to_float" if m.backend == "onnxruntime-int8" else "onnx_parity_min_cosine"
@@ -379,6 +388,12 @@ def main(argv: list[str] | None = None) -> int:
     )
     ap.add_argument(
         "--int8-whole", action="store_true", help="also measure the graph quantized whole (NAME-int8-whole)"
+    )
+    ap.add_argument(
+        "--onnx-layout",
+        choices=["nchw", "nhwc"],
+        default="nhwc",
+        help="input layout of the --onnx and --int8 exports (default %(default)s, the faster on a CPU)",
     )
     ap.add_argument("--res", type=int, nargs="+", default=[16, 12, 8], help="LR-LR resolutions (px)")
     ap.add_argument("--hr-lr-res", type=int, nargs="*", default=[16], help="HR-LR resolutions (px)")

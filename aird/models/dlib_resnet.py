@@ -23,6 +23,7 @@ with a 4x4 shortcut, and level0's a 1x1 with a 2x2; input pixels become (p - mea
 
 from __future__ import annotations
 
+import copy
 from collections import OrderedDict
 from pathlib import Path
 from typing import Any, Iterator
@@ -173,6 +174,7 @@ class DlibResNet(nn.Module):
         # Euclidean distance below which dlib calls two descriptors the same person (from the loss layer).
         self.distance_threshold = 0.6
         self.source_sha256 = ""
+        self.input_folded = False  # with_input_folded(): the stem convolution reads raw pixels
 
     def normalize_input(self, x: torch.Tensor) -> torch.Tensor:
         if x.ndim != 4 or x.shape[1] != 3:
@@ -186,7 +188,24 @@ class DlibResNet(nn.Module):
             x = x.float()
         elif not x.is_floating_point():
             raise ValueError(f"expected uint8 or floating pixels 0..255, got {x.dtype}")
+        if self.input_folded:
+            return x
         return (x - self.input_mean.view(1, 3, 1, 1)) / 256.0
+
+    def with_input_folded(self) -> "DlibResNet":
+        """A copy that computes the same function with the input's normalization folded into the stem
+        convolution (exact, since dlib's strided stem is not padded; the LR variant's is, so it is returned
+        as it is). Exported, the graph then starts with a convolution, which lets onnxruntime run an int8
+        graph channels last from its input without transposing it (docs/method.md)."""
+        if self.lr or self.input_folded:
+            return self
+        model = copy.deepcopy(self)
+        conv = model.stem.conv
+        with torch.no_grad():
+            conv.weight /= 256.0
+            conv.bias -= (conv.weight * model.input_mean.view(1, 3, 1, 1)).sum(dim=(1, 2, 3))
+        model.input_folded = True
+        return model
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         x = self.levels(self.stem(self.normalize_input(x)))

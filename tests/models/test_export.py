@@ -178,3 +178,55 @@ def test_bad_onnx_files_are_clear_errors(tmp_path):
 
         export_model("lr_light", tmp_path / "x.bin")
     assert main(["export", "--model", "resnet9000", "--out", str(tmp_path / "x.onnx")]) == 2
+
+
+def test_channels_last_export_computes_what_the_channels_first_one_does(student_file, real_faces, tmp_path, capsys):
+    """`aird export` (``--layout nhwc``, the default): the graph reads (batch, H, W, 3) pixels, says so in its metadata, and its
+    embedder feeds it so; embeddings match the channels-first graph and PyTorch, float and int8."""
+    import onnx
+
+    from aird.models.export import export_model, graph_input, quantize_int8
+
+    out = tmp_path / "nhwc.onnx"
+    assert main(["export", "--model", str(student_file), "--out", str(out)]) == 0  # the default
+    assert "(nhwc)" in capsys.readouterr().out
+    dims = onnx.load(str(out)).graph.input[0].type.tensor_type.shape.dim
+    assert [d.dim_value for d in dims[1:]] == [150, 150, 3] and dims[0].dim_param
+    assert main(["export", "--model", str(student_file), "--out", str(tmp_path / "nchw.onnx"), "--layout", "nchw"]) == 0
+    nhwc, nchw = OnnxEmbedder(out), OnnxEmbedder(tmp_path / "nchw.onnx")
+    assert (nhwc.layout, nchw.layout) == ("nhwc", "nchw") and nhwc.metadata["input"].startswith("(batch, 150, 150, 3)")
+    got, want = nhwc.embed(real_faces), load_embedder(str(student_file)).embed(real_faces)
+    assert cosine(got, want).min() >= 0.9999 and cosine(got, nchw.embed(real_faces)).min() >= 0.99999
+    x = graph_input(real_faces[:2], 150, "nhwc")
+    assert x.shape == (2, 150, 150, 3) and x.dtype == np.float32 and x.flags.c_contiguous
+    np.testing.assert_array_equal(x.transpose(0, 3, 1, 2), graph_input(real_faces[:2], 150, "nchw"))
+    int8 = OnnxEmbedder(quantize_int8(out, tmp_path / "nhwc-int8.onnx", real_faces[:8]))
+    assert int8.layout == "nhwc" and cosine(int8.embed(real_faces[8:]), got[8:]).mean() >= 0.95
+    with pytest.raises(ModelFileError, match="input layout 'nwhc'"):
+        export_model(student_file, tmp_path / "bad.onnx", layout="nwhc")
+
+
+def test_folding_the_input_normalization_into_the_stem_is_exact():
+    """The exported copy of dlib's ResNet reads raw pixels (its stem convolution holds the normalization):
+    the same function, the original untouched; the LR variant, whose stem is padded, is left as it is."""
+    model = get_model("dlib_resnet_bn").eval()
+    with torch.no_grad():
+        model.input_mean.copy_(torch.tensor([122.8, 117.0, 104.0]))
+    before = {k: v.clone() for k, v in model.state_dict().items()}
+    folded = model.with_input_folded()
+    x = torch.rand(3, 3, 150, 150) * 255
+    with torch.no_grad():
+        torch.testing.assert_close(folded(x), model(x), rtol=1e-4, atol=1e-4)
+    assert folded.input_folded and not model.input_folded and folded.with_input_folded() is folded
+    assert all(torch.equal(before[k], v) for k, v in model.state_dict().items())
+    lr = get_model("dlib_resnet_lr")
+    assert lr.with_input_folded() is lr
+
+
+def test_a_session_that_does_not_spin_embeds_the_same(student_file, real_faces, tmp_path):
+    from aird.models.export import export_model
+
+    graph = export_model(student_file, tmp_path / "s.onnx")
+    quiet, spinning = OnnxEmbedder(graph, threads=1, spin=False), OnnxEmbedder(graph, threads=1)
+    assert not quiet.spin and spinning.spin
+    np.testing.assert_array_equal(quiet.embed(real_faces[:4]), spinning.embed(real_faces[:4]))
