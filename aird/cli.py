@@ -94,7 +94,7 @@ def build_parser() -> argparse.ArgumentParser:
         default="dlib_resnet",
         metavar="MODEL",
         help=f"one of {', '.join(model_names())} (dlib = dlib-bin itself; dlib_resnet = its PyTorch "
-        "port, same output, faster), shipped or fast (the students that ship with aird), a student "
+        "port, same output, faster), shipped, fast or pruned (the students that ship with aird), a student "
         ".safetensors written by 'aird distill', or random:<name> "
         "for an architecture with untrained weights (a registry name without trained weights is an error)",
     )
@@ -237,7 +237,7 @@ def build_parser() -> argparse.ArgumentParser:
         "--model",
         default=None,
         metavar="MODEL",
-        help="a student .safetensors, shipped (the default) or fast (the students that ship with aird), or a "
+        help="a student .safetensors, shipped (the default), fast or pruned (the students that ship with aird), or a "
         "registered model name (e.g. dlib_resnet)",
     )
     ex.add_argument("--out", type=Path, required=True, help="the .onnx file to write")
@@ -297,7 +297,8 @@ def _add_recognizer_verbs(sub) -> None:
             "--model",
             default=None,
             metavar="MODEL",
-            help="shipped (the default student), fast (the 16 px student, several times faster), a student "
+            help="shipped (the default student), fast (the 16 px student, several times faster), pruned (between "
+            "the two), a student "
             ".safetensors, dlib_resnet (the teacher alone) or dlib_resnet_bn",
         )
         p.add_argument(
@@ -419,7 +420,8 @@ def _add_serve(sub) -> None:
         "--model",
         default=None,
         metavar="MODEL",
-        help="shipped (the default student), fast (the 16 px student, several times faster), a student "
+        help="shipped (the default student), fast (the 16 px student, several times faster), pruned (between "
+        "the two), a student "
         ".safetensors, dlib_resnet or dlib_resnet_bn",
     )
     se.add_argument(

@@ -54,6 +54,7 @@ from aird.results import (
 
 if TYPE_CHECKING:
     from aird.gallery import Gallery
+    from aird.models.export import OnnxEmbedder
 
 TEACHER = "dlib_resnet"
 TEACHER_SIZE = 150
@@ -88,6 +89,19 @@ class _Net:
                 with torch.inference_mode():
                     out.append(self.module(x.to(self.device)).float().cpu().numpy())
         return np.concatenate(out).astype(np.float32) if out else np.zeros((0, 0), np.float32)
+
+
+class _GraphNet:
+    """A student graph written by ``aird export`` (float or int8) on onnxruntime, where ``_Net`` runs a module:
+    the graph runs as exported, so its streams cannot adapt."""
+
+    def __init__(self, graph: OnnxEmbedder):
+        self.graph = graph
+        self.size = graph.input_size
+        self.device = torch.device("cpu")
+
+    def __call__(self, faces: np.ndarray) -> np.ndarray:
+        return self.graph.embed(faces).astype(np.float32)
 
 
 def _onnx_session(module: nn.Module, size: int, fingerprint: str):
@@ -145,7 +159,7 @@ class Recognizer:
     def __init__(
         self,
         teacher: nn.Module,
-        student: nn.Module,
+        student: nn.Module | OnnxEmbedder,
         student_size: int,
         name: str,
         card: dict[str, Any] | None = None,
@@ -166,6 +180,12 @@ class Recognizer:
             raise ConfigError(
                 f"stream adaptation ({adapt}) runs on the torch backend; use backend='torch' or adapt='off'"
             )
+        graph = student if not isinstance(student, nn.Module) else None
+        if graph is not None and adapt != "off":
+            raise ConfigError(
+                f"{graph.path}: an exported graph runs as it was exported, so its streams cannot adapt ({adapt}); "
+                "load the student's .safetensors file for stream adaptation, or use adapt='off'"
+            )
         self.name = name
         self.path = path
         self.card = dict(card or {})
@@ -174,18 +194,24 @@ class Recognizer:
         self.student_size = int(student_size)
         self.batch_size = batch_size
         teacher_fp = module_fingerprint(teacher)
-        self.student_fingerprint = student_fingerprint or module_fingerprint(student)
+        own_fingerprint = graph.fingerprint() if graph is not None else None
+        self.student_fingerprint = student_fingerprint or own_fingerprint or module_fingerprint(student)
+        self.student_backend = "onnxruntime" if graph is not None else backend
         # What made an embedding: both embedders (HR faces are the teacher's, LR faces the student's).
         blob = f"{teacher_fp}|{self.student_fingerprint}|{self.student_size}".encode()
         self.fingerprint = hashlib.sha1(blob).hexdigest()[:16]
         self._teacher = _Net(teacher, TEACHER_SIZE, teacher_fp, backend, device, batch_size)
         same = student is teacher
-        self._student = (
+        self._student: _Net | _GraphNet = (
             self._teacher
             if same
+            else _GraphNet(graph)
+            if graph is not None
             else _Net(student, self.student_size, self.student_fingerprint, backend, device, batch_size)
         )
-        self.streams = StreamStates(student, adapt, fingerprint=self.fingerprint, **adapt_options)
+        self.streams = StreamStates(
+            None if graph is not None else student, adapt, fingerprint=self.fingerprint, **adapt_options
+        )
         self._aligner: FaceAligner | None = None
         self._aligner_lock = threading.Lock()
 
@@ -336,6 +362,7 @@ class Recognizer:
             "student_input_size": self.student_size,
             "hr_min_px": HR_MIN_PX,
             "backend": self.backend,
+            "student_backend": self.student_backend,
             "adapt": self.streams.settings(),
             "card": card,
         }
@@ -435,8 +462,10 @@ def load(
     **adapt_options: Any,
 ) -> Recognizer:
     """A recognizer: ``model`` None (or ``"shipped"``) is the shipped student, ``"fast"`` the shipped 16 px
-    student (several times faster, a few points less accurate: docs/fast.md); else a student ``.safetensors`` file, or
-    ``"dlib_resnet"`` (the teacher alone, also for LR faces) or ``"dlib_resnet_bn"`` (the teacher with its
+    student (several times faster, a few points less accurate: docs/fast.md), ``"pruned"`` the shipped student
+    with half its inner channels (between the two: docs/pruned.md); else a student ``.safetensors`` file, a
+    graph written by ``aird export`` (``.onnx``, float or int8: the student runs on onnxruntime, its streams
+    without adaptation), or ``"dlib_resnet"`` (the teacher alone, also for LR faces) or ``"dlib_resnet_bn"`` (the teacher with its
     batch norm restored, as the LR model). ``adapt`` is the FaceBN mode of named streams (default
     ``off``: see ``aird.adapt.streams`` for why); ``adapt_options`` go to it (``momentum``, ``alpha``)."""
     from aird.models.registry import get_model, has_trained_weights, list_models
@@ -478,6 +507,28 @@ def load(
         )
     if path.is_dir():
         raise ModelFileError(f"{path}: is a folder; pass the student .safetensors file inside it")
+    if path.suffix == ".onnx":
+        # A graph from 'aird export' (an int8 one is the fastest on a CPU): its card travels in its metadata,
+        # and it is fingerprinted by its own bytes, so its galleries never mix with the float student's.
+        from aird.models.export import OnnxEmbedder
+
+        graph = OnnxEmbedder(path, batch_size)
+        name = graph.card.get("name") or path.stem
+        if graph.metadata.get("quantized") == "int8":
+            name += "-int8"
+        return Recognizer(
+            teacher,
+            graph,
+            graph.input_size,
+            name,
+            card=graph.card,
+            backend=backend,
+            device=device,
+            adapt=adapt,
+            batch_size=batch_size,
+            path=path,
+            **adapt_options,
+        )
     try:
         student, meta = load_student(path)
     except ConfigError as exc:  # the file names an architecture this aird does not know

@@ -40,7 +40,16 @@ from aird.eval.protocols import lfw_pairs
 from aird.eval.records import git_commit, load_records, markdown_table, write_records
 from aird.eval.runner import PAIR_MODES, EvalConfig, run_verification
 from aird.models.embedder import Embedder, TorchEmbedder, embed_chips
-from aird.models.shipped import BUILD_COMMAND, FAST_BUILD_COMMAND, FAST_PATH, SHIPPED_NAME, SHIPPED_PATH, read_card
+from aird.models.shipped import (
+    BUILD_COMMAND,
+    FAST_BUILD_COMMAND,
+    FAST_PATH,
+    PRUNED_BUILD_COMMAND,
+    PRUNED_PATH,
+    SHIPPED_NAME,
+    SHIPPED_PATH,
+    read_card,
+)
 from aird.models.student import file_fingerprint, load_student, save_student
 from aird.models.teacher import DlibTeacher
 from aird.paths import data_root
@@ -55,24 +64,44 @@ THRESHOLD_MODES = ("lr-lr", "hr-lr", "hr-hr")
 ARCHITECTURES = {
     "dlib_resnet_bn": " (dlib's ResNet with batch norm restored, initialised from the teacher)",
     "lr_resnet": " (a small ResNet reading the LR face at 16 px, bridge-distilled from the shipped student)",
+    "dlib_resnet_slim50": " (the shipped student with half of every residual block's inner channels, reading the "
+    "LR face at 104 px, fine-tuned from the full one by bridge distillation)",
 }
-# What each shipped student is: its file, build command, page and records (docs/<page>.md, results/<page>.json).
+
+
+def _shipped(out: Path, command: str, page: str, config: str, run: str, role: str, name: str | None = None) -> dict:
+    """What a shipped student is: its file, build command, page and records (docs/<page>.md, results/<page>.json),
+    the config and run that make it, what the page says it is for, and the name it ships under (default: its run's)."""
+    return dict(out=out, command=command, page=page, config=config, run=run, role=role, name=name)
+
+
 WHICH = {
-    "shipped": dict(
-        out=SHIPPED_PATH,
-        command=BUILD_COMMAND,
-        page="shipped",
-        config="configs/shipped.yaml",
-        run="runs/aird-shipped-all",
-        role="is the model `aird` uses when no `--model` is given (`aird compare`, the verbs, the service)",
+    "shipped": _shipped(
+        SHIPPED_PATH,
+        BUILD_COMMAND,
+        "shipped",
+        "configs/shipped.yaml",
+        "runs/aird-shipped-all",
+        "is the model `aird` uses when no `--model` is given (`aird compare`, the verbs, the service)",
     ),
-    "fast": dict(
-        out=FAST_PATH,
-        command=FAST_BUILD_COMMAND,
-        page="fast",
-        config="configs/fast.yaml",
-        run="runs/aird-fast-all",
-        role='is the fast student: `--model fast` on the command line, `aird.load("fast")` in Python',
+    "fast": _shipped(
+        FAST_PATH,
+        FAST_BUILD_COMMAND,
+        "fast",
+        "configs/fast.yaml",
+        "runs/aird-fast-all",
+        'is the fast student: `--model fast` on the command line, `aird.load("fast")` in Python',
+    ),
+    "pruned": _shipped(
+        PRUNED_PATH,
+        PRUNED_BUILD_COMMAND,
+        "pruned",
+        "configs/ablations/prune-slim50-12ep.yaml",
+        "runs/prune-slim50-12ep-all",
+        'is the pruned student: `--model pruned` on the command line, `aird.load("pruned")` in Python; exported '
+        "to int8 (`aird export --model pruned --int8 FACES`) it embeds about 2,500 faces/s on 2 cores "
+        '(docs/method.md, "Both bars at once")',
+        name="aird-pruned",
     ),
 }
 HELD_OUT = "every person of LFW's pairs.txt (all 10 folds, split 'all'): all 6,000 pairs are a fair test"
@@ -309,6 +338,7 @@ def package(args: argparse.Namespace, command: str) -> int:
         packaged, _ = load_student(bare)
     calib = calibrate(TorchEmbedder(packaged, name, size), teacher, root, pairs_file, progress)
     card = make_card(config, data, run_records, meta, calib, check, fingerprint, WHICH[args.which]["command"])
+    card["name"] = WHICH[args.which]["name"] or card["name"]  # the run's name, unless it ships under another
     save_student(
         args.out,
         module,

@@ -21,8 +21,15 @@ FAST_PATH = ASSETS / "aird_fast.safetensors"
 FAST_BUILD_COMMAND = (
     "aird distill --config configs/fast.yaml && python benchmarks/shipped.py --which fast --run runs/aird-fast-all"
 )
+# The pruned student (the shipped one with half of every block's inner channels, 104 px), fine-tuned from it:
+# for many cameras where the fast one loses too much; about 2,500 faces/s exported to int8 (docs/pruned.md).
+PRUNED_PATH = ASSETS / "aird_pruned.safetensors"
+PRUNED_BUILD_COMMAND = (
+    "aird distill --config configs/ablations/prune-slim50-12ep.yaml && "
+    "python benchmarks/shipped.py --which pruned --run runs/prune-slim50-12ep-all"
+)
 # The students that ship, by the name users pass as a model ("shipped" is also the default).
-SHIPPED_STUDENTS = ("shipped", "fast")
+SHIPPED_STUDENTS = ("shipped", "fast", "pruned")
 
 
 def default_student_path() -> Path:
@@ -31,10 +38,16 @@ def default_student_path() -> Path:
 
 
 def shipped_student_path(which: str = "shipped") -> Path:
-    """The file of a shipped student by name (``shipped``: the main one, ``fast``: the 16 px one)."""
-    if which not in SHIPPED_STUDENTS:
+    """The file of a shipped student by name (``shipped``: the main one, ``fast``: the 16 px one, ``pruned``:
+    the main one with half its inner channels)."""
+    files = {
+        "shipped": (SHIPPED_PATH, BUILD_COMMAND),
+        "fast": (FAST_PATH, FAST_BUILD_COMMAND),
+        "pruned": (PRUNED_PATH, PRUNED_BUILD_COMMAND),
+    }
+    if which not in files:
         raise ModelFileError(f"no shipped student named {which!r}; the package ships {', '.join(SHIPPED_STUDENTS)}")
-    path, command = (SHIPPED_PATH, BUILD_COMMAND) if which == "shipped" else (FAST_PATH, FAST_BUILD_COMMAND)
+    path, command = files[which]
     if not path.is_file():
         raise ModelFileError(
             f"{path}: the {which} student is not in this checkout; build it with: {command} "

@@ -58,3 +58,26 @@ def test_read_card(tmp_path):
     junk.write_bytes(b"\x00" * 10)
     with pytest.raises(ModelFileError, match="not a readable safetensors file"):
         read_card(junk)
+
+
+@pytest.mark.parametrize("which", shipped.SHIPPED_STUDENTS)
+def test_every_shipped_file_carries_its_card_and_embeds(which):
+    """The files in the package: each card names the weights it was packaged with, calibrated thresholds
+    and a registered architecture, and the file embeds faces at its input size by its name."""
+    import numpy as np
+
+    from aird.models.load import load_embedder
+    from aird.models.registry import list_models
+    from aird.models.shipped import shipped_student_path
+    from aird.models.student import file_fingerprint
+
+    path = shipped_student_path(which)
+    card = read_card(path)
+    assert card["fingerprint"] == file_fingerprint(path) and card["architecture"] in list_models()
+    assert card["weights_dtype"] == "float16" and card["name"].startswith("aird-")
+    assert all(0 < t < 1 for mode in ("lr-lr", "hr-lr") for t in card["thresholds"][mode].values())
+    embedder = load_embedder(which)
+    assert embedder.input_size == card["input_size"]
+    faces = np.random.default_rng(0).integers(0, 256, (2, 16, 16, 3), dtype=np.uint8)
+    emb = embedder.embed(faces)
+    assert emb.shape == (2, 128) and np.isfinite(emb).all()

@@ -222,3 +222,29 @@ def test_onnx_backend_matches_torch(student_file, recognizer, orl_chips, monkeyp
     assert onnx.fingerprint == recognizer.fingerprint
     with pytest.raises(ConfigError, match="torch backend"):
         aird.load(student_file, backend="onnx", adapt="facebn-ema")
+
+
+def test_an_exported_graph_is_a_model_float_or_int8(student_file, recognizer, orl_chips, tmp_path):
+    """`aird export` output loads like a student file: its card (thresholds) comes with it, the float graph
+    embeds as the file does, the int8 one closely and under a fingerprint of its own; it cannot adapt."""
+    from aird.models.export import export_model, quantize_int8
+
+    float_graph = export_model(student_file, tmp_path / "student.onnx")
+    chip = orl_chips["s2"][0]
+    crops = [lr_crop(c, 16, "k") for c in orl_chips["s2"] + orl_chips["s3"]]
+    int8_graph = quantize_int8(float_graph, tmp_path / "student-int8.onnx", np.stack(crops[:6]))
+    want = recognizer.represent([chip, *crops[6:]], cropped=True)
+    for graph, closeness in ((float_graph, 0.9999), (int8_graph, 0.95)):
+        rec = aird.load(graph)
+        got = rec.represent([chip, *crops[6:]], cropped=True)
+        assert [g.route for g in got] == [w.route for w in want] == ["hr"] + ["lr"] * 4
+        assert all(float(g.embedding @ w.embedding) > closeness for g, w in zip(got[1:], want[1:]))
+        assert rec.card == recognizer.card and rec.info()["student_backend"] == "onnxruntime"
+        assert (
+            rec.verify(chip, crops[6], cropped=True).threshold
+            == recognizer.verify(chip, crops[6], cropped=True).threshold
+        )
+    assert aird.load(float_graph).fingerprint != recognizer.fingerprint != aird.load(int8_graph).fingerprint
+    assert aird.load(int8_graph).name.endswith("-int8")
+    with pytest.raises(ConfigError, match="exported graph runs as it was exported"):
+        aird.load(int8_graph, adapt="facebn-ema")
