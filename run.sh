@@ -12,11 +12,18 @@ PY=${PYTHON:-python3}
 if [ ! -x "$VENV/bin/python" ]; then
   "$PY" -m venv "$VENV"
 fi
-# torch first, pinned to the CPU wheel: the package's own "torch>=" is then already met and pip
-# never pulls a multi-GB CUDA build.
-"$VENV/bin/python" -m pip install -q --upgrade pip
-"$VENV/bin/python" -m pip install -q "torch==2.13.0"
-"$VENV/bin/python" -m pip install -q -e ".[test]"
+# Install once per version of the requirements: the stamp holds the hash of pyproject.toml and of this
+# script, so a changed pin installs again and every other call starts at once (and without pip's noise).
+STAMP="$VENV/.aird-installed"
+WANT=$(cat pyproject.toml "$0" | sha256sum | cut -c1-16)
+if [ "$(cat "$STAMP" 2>/dev/null)" != "$WANT" ]; then
+  # torch first, pinned to the CPU wheel: the package's own "torch>=" is then already met and pip
+  # never pulls a multi-GB CUDA build.
+  "$VENV/bin/python" -m pip install -q --upgrade pip
+  "$VENV/bin/python" -m pip install -q "torch==2.13.0"
+  "$VENV/bin/python" -m pip install -q -e ".[test]"
+  echo "$WANT" > "$STAMP"
+fi
 
 case "${1:-main}" in
   test)
