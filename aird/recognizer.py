@@ -34,6 +34,7 @@ from aird.data.align import AlignSettings, FaceAligner
 from aird.data.degrade import to_network_input
 from aird.data.inputs import MIN_SIDE, ImageInput, describe, read_image
 from aird.errors import ConfigError, DataError, ModelFileError
+from aird.io import atomic_path
 from aird.models.embedder import faces_to_tensor, module_fingerprint
 from aird.results import (
     HR_MIN_PX,
@@ -59,6 +60,7 @@ if TYPE_CHECKING:
 TEACHER = "dlib_resnet"
 TEACHER_SIZE = 150
 BACKENDS = ("torch", "onnx")
+ONNX_LAYOUT = "nhwc"  # the input of the graphs backend "onnx" caches (aird.models.export.graph_input)
 MAX_UPSAMPLE = 3
 
 
@@ -80,12 +82,13 @@ class _Net:
     def __call__(self, faces: np.ndarray) -> np.ndarray:
         out = []
         for i in range(0, len(faces), self.batch_size):
-            x = faces_to_tensor(faces[i : i + self.batch_size], self.size)
             if self.session is not None:
-                from aird.models.export import INPUT_NAME, OUTPUT_NAME
+                from aird.models.export import INPUT_NAME, OUTPUT_NAME, graph_input
 
-                out.append(self.session.run([OUTPUT_NAME], {INPUT_NAME: x.numpy()})[0])
+                x = graph_input(faces[i : i + self.batch_size], self.size, ONNX_LAYOUT)
+                out.append(self.session.run([OUTPUT_NAME], {INPUT_NAME: x})[0])
             else:
+                x = faces_to_tensor(faces[i : i + self.batch_size], self.size)
                 with torch.inference_mode():
                     out.append(self.module(x.to(self.device)).float().cpu().numpy())
         return np.concatenate(out).astype(np.float32) if out else np.zeros((0, 0), np.float32)
@@ -105,18 +108,30 @@ class _GraphNet:
 
 
 def _onnx_session(module: nn.Module, size: int, fingerprint: str):
-    """An onnxruntime session of ``module``, exported once into the cache (keyed by its weights)."""
+    """An onnxruntime session of ``module``, exported once into the cache (keyed by its weights), as
+    ``aird export`` writes graphs: channels last, dlib's input normalization folded into the stem. Its idle
+    threads sleep rather than spin: the teacher's and the student's sessions take turns in one process,
+    and a spinning one slows the other (docs/method.md, "Both bars at once")."""
     try:
         import onnxruntime as ort
     except ImportError:
         raise ConfigError("backend 'onnx' needs onnxruntime: pip install 'aird[onnx]'") from None
-    from aird.models.export import export_onnx
+    import onnx
+
+    from aird.models.export import channels_last_input, export_onnx
     from aird.paths import cache_dir
 
-    path = cache_dir("onnx") / f"{fingerprint}-in{size}.onnx"
+    path = cache_dir("onnx") / f"{fingerprint}-in{size}-{ONNX_LAYOUT}.onnx"
     if not path.is_file():
-        export_onnx(module.cpu(), path, input_size=size)
-    return ort.InferenceSession(str(path), providers=["CPUExecutionProvider"])
+        folded = module.with_input_folded() if hasattr(module, "with_input_folded") else module
+        with atomic_path(path) as tmp:
+            export_onnx(folded.cpu(), tmp, input_size=size)
+            graph = onnx.load(str(tmp))
+            channels_last_input(graph.graph)
+            onnx.save(graph, str(tmp))
+    options = ort.SessionOptions()
+    options.add_session_config_entry("session.intra_op.allow_spinning", "0")
+    return ort.InferenceSession(str(path), options, providers=["CPUExecutionProvider"])
 
 
 def _check_backend(backend: str) -> None:

@@ -95,7 +95,7 @@ def graph_input(faces: np.ndarray, size: int, layout: str = "nchw") -> np.ndarra
     return faces.astype(np.float32)
 
 
-def _channels_last_input(graph) -> None:
+def channels_last_input(graph) -> None:
     """Make ``graph`` read (batch, H, W, 3): its channels-first input becomes a Transpose of a new NHWC one."""
     import onnx
 
@@ -162,7 +162,7 @@ def export_model(model: str | Path, out: str | Path, opset: int = 17, layout: st
         export_onnx(module, tmp, size, opset)
         graph = onnx.load(str(tmp))
         if layout == "nhwc":
-            _channels_last_input(graph.graph)
+            channels_last_input(graph.graph)
         onnx.helper.set_model_props(graph, props)
         onnx.save(graph, str(tmp))
     return out
