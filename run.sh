@@ -15,7 +15,7 @@ fi
 # Install once per version of the requirements: the stamp holds the hash of pyproject.toml and of this
 # script, so a changed pin installs again and every other call starts at once (and without pip's noise).
 STAMP="$VENV/.aird-installed"
-WANT=$(cat pyproject.toml "$0" | sha256sum | cut -c1-16)
+WANT=$(cat pyproject.toml run.sh | sha256sum | cut -c1-16)  # the cd above: both are here
 if [ "$(cat "$STAMP" 2>/dev/null)" != "$WANT" ]; then
   # torch first, pinned to the CPU wheel: the package's own "torch>=" is then already met and pip
   # never pulls a multi-GB CUDA build.

@@ -34,8 +34,8 @@ from aird.data.align import AlignSettings, FaceAligner
 from aird.data.degrade import to_network_input
 from aird.data.inputs import MIN_SIDE, ImageInput, describe, read_image
 from aird.errors import ConfigError, DataError, ModelFileError
-from aird.io import atomic_path
 from aird.models.embedder import faces_to_tensor, module_fingerprint
+from aird.models.export import INPUT_NAME, OUTPUT_NAME, graph_input
 from aird.results import (
     HR_MIN_PX,
     PAIR_MODES,
@@ -83,8 +83,6 @@ class _Net:
         out = []
         for i in range(0, len(faces), self.batch_size):
             if self.session is not None:
-                from aird.models.export import INPUT_NAME, OUTPUT_NAME, graph_input
-
                 x = graph_input(faces[i : i + self.batch_size], self.size, ONNX_LAYOUT)
                 out.append(self.session.run([OUTPUT_NAME], {INPUT_NAME: x})[0])
             else:
@@ -116,19 +114,12 @@ def _onnx_session(module: nn.Module, size: int, fingerprint: str):
         import onnxruntime as ort
     except ImportError:
         raise ConfigError("backend 'onnx' needs onnxruntime: pip install 'aird[onnx]'") from None
-    import onnx
-
-    from aird.models.export import channels_last_input, export_onnx
+    from aird.models.export import export_module
     from aird.paths import cache_dir
 
     path = cache_dir("onnx") / f"{fingerprint}-in{size}-{ONNX_LAYOUT}.onnx"
     if not path.is_file():
-        folded = module.with_input_folded() if hasattr(module, "with_input_folded") else module
-        with atomic_path(path) as tmp:
-            export_onnx(folded.cpu(), tmp, input_size=size)
-            graph = onnx.load(str(tmp))
-            channels_last_input(graph.graph)
-            onnx.save(graph, str(tmp))
+        export_module(module.cpu(), path, size, layout=ONNX_LAYOUT)
     options = ort.SessionOptions()
     options.add_session_config_entry("session.intra_op.allow_spinning", "0")
     return ort.InferenceSession(str(path), options, providers=["CPUExecutionProvider"])

@@ -62,6 +62,7 @@ from aird.eval.records import check_results_file, load_records, paired_fold_tabl
 from aird.eval.runner import EvalConfig, run_verification
 from aird.eval.speed import LATENCY_FACES, SPEED_BATCH, SPEED_REPEATS, SPEED_WARMUP, measure_speed
 from aird.models.embedder import Embedder
+from aird.models.export import INPUT_LAYOUTS
 from aird.models.shipped import SHIPPED_PATH
 from aird.models.teacher import DlibTeacher
 from aird.paths import data_root
@@ -391,7 +392,7 @@ def main(argv: list[str] | None = None) -> int:
     )
     ap.add_argument(
         "--onnx-layout",
-        choices=["nchw", "nhwc"],
+        choices=INPUT_LAYOUTS,
         default="nhwc",
         help="input layout of the --onnx and --int8 exports (default %(default)s, the faster on a CPU)",
     )

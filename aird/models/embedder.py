@@ -31,20 +31,23 @@ class Embedder(Protocol):
         ...
 
 
-def faces_to_tensor(faces: np.ndarray, size: int | None = None) -> torch.Tensor:
-    """(N, H, W, 3) uint8 -> (N, 3, size, size) float in 0..255.
+def resize_faces(faces: np.ndarray, size: int | None = None) -> np.ndarray:
+    """(N, H, W, 3) uint8 faces at ``size`` x ``size`` (None: as they are).
 
     Faces of another size are resampled by ``to_network_input``, the OpenCV bicubic the students
     were trained on (``Degradation``), so inference and training share one LR input path.
     """
     faces = np.asarray(faces)
-    if size is not None and faces.shape[1:3] != (size, size):
-        faces = (
-            np.stack([to_network_input(f, size) for f in faces])
-            if len(faces)
-            else np.zeros((0, size, size, 3), np.uint8)
-        )
-    return torch.from_numpy(np.ascontiguousarray(faces)).permute(0, 3, 1, 2).float()
+    if size is None or faces.shape[1:3] == (size, size):
+        return faces
+    return (
+        np.stack([to_network_input(f, size) for f in faces]) if len(faces) else np.zeros((0, size, size, 3), np.uint8)
+    )
+
+
+def faces_to_tensor(faces: np.ndarray, size: int | None = None) -> torch.Tensor:
+    """(N, H, W, 3) uint8 -> (N, 3, size, size) float in 0..255 (resampled by :func:`resize_faces`)."""
+    return torch.from_numpy(np.ascontiguousarray(resize_faces(faces, size))).permute(0, 3, 1, 2).float()
 
 
 def module_fingerprint(module: nn.Module) -> str:

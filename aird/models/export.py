@@ -12,10 +12,9 @@ import numpy as np
 import torch
 from torch import nn
 
-from aird.data.degrade import to_network_input
 from aird.errors import ModelFileError
 from aird.io import atomic_path
-from aird.models.embedder import faces_to_tensor, module_fingerprint
+from aird.models.embedder import faces_to_tensor, module_fingerprint, resize_faces
 
 INPUT_NAME = "image"
 OUTPUT_NAME = "embedding"
@@ -89,13 +88,10 @@ def graph_input(faces: np.ndarray, size: int, layout: str = "nchw") -> np.ndarra
         return faces_to_tensor(faces, size).numpy()
     if layout != "nhwc":
         raise ModelFileError(f"input layout {layout!r} is not one of {', '.join(INPUT_LAYOUTS)}")
-    faces = np.asarray(faces)
-    if faces.shape[1:3] != (size, size):
-        faces = np.stack([to_network_input(f, size) for f in faces]) if len(faces) else faces.reshape(0, size, size, 3)
-    return faces.astype(np.float32)
+    return resize_faces(faces, size).astype(np.float32)
 
 
-def channels_last_input(graph) -> None:
+def _channels_last_input(graph) -> None:
     """Make ``graph`` read (batch, H, W, 3): its channels-first input becomes a Transpose of a new NHWC one."""
     import onnx
 
@@ -123,10 +119,6 @@ def export_model(model: str | Path, out: str | Path, opset: int = 17, layout: st
     from aird.models.shipped import read_card
     from aird.models.student import file_fingerprint, load_student
 
-    try:
-        import onnx
-    except ImportError:
-        raise ModelFileError(f"exporting to ONNX needs the onnx package; {ONNX_HELP}") from None
     text = str(model)
     if text.endswith(".safetensors"):
         module, meta = load_student(text)
@@ -156,16 +148,35 @@ def export_model(model: str | Path, out: str | Path, opset: int = 17, layout: st
         "input_layout": layout,
         **props,
     }
+    return export_module(module, out, size, opset, layout, props)
+
+
+def export_module(
+    module: nn.Module,
+    out: str | Path,
+    size: int,
+    opset: int = 17,
+    layout: str = "nhwc",
+    props: dict[str, str] | None = None,
+) -> Path:
+    """``module`` written as ``aird export`` writes graphs: dlib's input normalization folded into the stem
+    (where the model offers ``with_input_folded``), the input in ``layout``, ``props`` in the metadata."""
+    try:
+        import onnx
+    except ImportError:
+        raise ModelFileError(f"exporting to ONNX needs the onnx package; {ONNX_HELP}") from None
+
     if hasattr(module, "with_input_folded"):
         module = module.with_input_folded()
     with atomic_path(out) as tmp:
         export_onnx(module, tmp, size, opset)
         graph = onnx.load(str(tmp))
         if layout == "nhwc":
-            channels_last_input(graph.graph)
-        onnx.helper.set_model_props(graph, props)
+            _channels_last_input(graph.graph)
+        if props:
+            onnx.helper.set_model_props(graph, props)
         onnx.save(graph, str(tmp))
-    return out
+    return Path(out)
 
 
 # Ops whose int8 copy changes what the graph computes; a unit without any is never worth keeping float.
