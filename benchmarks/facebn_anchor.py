@@ -9,7 +9,8 @@ on the given folds) and label-free signals, kept in each record's ``settings.sig
 facebn-safe chooses by, the cosine between the condition's mean unit embedding and the teacher's anchor
 (``aird.adapt.safe.TEACHER_ANCHOR``); with ``--own-anchor`` the cosine to the student's own anchor
 (``benchmarks/make_student_anchor.py``); with ``--tail`` how far the inputs of the BN layers past
-``depth``, which no candidate adapts, are from their training statistics (``tail_divergence``).
+``depth``, which no candidate adapts, are from their training statistics (``tail_divergence``); with
+``--flip`` how much more a face agrees with its mirror image than with other faces (``flip_margin``).
 
     python benchmarks/facebn_anchor.py --student runs/aird-B/student.safetensors --folds B --own-anchor \\
         --tail --out docs/results/facebn-anchor/anchor-B.json
@@ -114,6 +115,20 @@ def tail_divergence(model: torch.nn.Module, faces: np.ndarray, size: int, depth:
     return float(torch.stack(kls).mean())
 
 
+def flip_signals(e: np.ndarray, mirrored: np.ndarray) -> dict[str, float]:
+    """A face's agreement with its own mirror image, and how far that exceeds its agreement with other faces.
+
+    Identity survives a horizontal flip; capture noise and the shift's artefacts do not line up with their
+    mirror image. So statistics under which a face agrees more with its mirror than with other faces
+    separate identity from nuisance better: a label-free proxy of discriminability. The margin, not the
+    agreement alone, because statistics that pull every face to one vector would maximise the agreement."""
+    own = float((e * mirrored).sum(1).mean())
+    mean = e.mean(0)
+    n = len(e)
+    others = float((n * n * (mean @ mean) - n) / (n * (n - 1)))  # mean cosine over pairs i != j
+    return {"flip_agreement": own, "flip_margin": own - others}
+
+
 def steady_state(
     model: torch.nn.Module, faces: np.ndarray, size: int, start: float, depth: float = 0.75, alpha: float = 0.3
 ):
@@ -148,6 +163,11 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument(
         "--tail", action="store_true", help="also how far the unadapted deep BN layers' inputs are from training"
     )
+    ap.add_argument(
+        "--flip",
+        action="store_true",
+        help="also how much more a face agrees with its mirror image than with other faces (flip_margin)",
+    )
     ap.add_argument("--threads", type=int, default=2, help="torch CPU threads")
     argv = sys.argv[1:] if argv is None else list(argv)
     args = ap.parse_args(argv)
@@ -174,7 +194,7 @@ def main(argv: list[str] | None = None) -> int:
     left, right = np.array([index[p] for p in pairs.left]), np.array([index[p] for p in pairs.right])
     labels = np.array(orl.labels)
     records = []
-    columns = [*anchors, *(["tail_kl"] if args.tail else [])]
+    columns = [*anchors, *(["tail_kl"] if args.tail else []), *(["flip_agreement", "flip_margin"] if args.flip else [])]
     print("| condition | layers adapted from | accuracy (%) | " + " | ".join(columns) + " |")
     print("|---|---|---:|" + "---:|" * len(columns))
     for name in args.conditions:
@@ -198,6 +218,8 @@ def main(argv: list[str] | None = None) -> int:
             signals = {k: float(mean @ a / np.linalg.norm(mean) / np.linalg.norm(a)) for k, a in anchors.items()}
             if args.tail:
                 signals["tail_kl"] = tail_divergence(model, lr, size)
+            if args.flip:
+                signals.update(flip_signals(e, embed(model, np.ascontiguousarray(lr[:, :, ::-1]), size)))
             label = "off" if start is None else f"{start:g}"
             shown = " | ".join(f"{v:.4f}" for v in signals.values())
             print(f"| {name} | {label} | {100 * acc:.2f} | {shown} |", flush=True)

@@ -33,3 +33,15 @@ def test_the_tail_divergence_is_zero_on_training_statistics_and_grows_with_a_shi
     same = study.tail_divergence(model, faces, 8, depth=0.5)
     shifted = study.tail_divergence(model, np.clip(faces.astype(int) + 60, 0, 255).astype(np.uint8), 8, depth=0.5)
     assert 0 <= same < 1e-3 < shifted
+
+
+def test_the_flip_margin_rewards_mirror_agreement_not_collapse():
+    """facebn_anchor.py's third signal: a face's agreement with its mirror, less its agreement with other faces."""
+    study = load_benchmark("facebn_anchor")
+    e = np.eye(4, dtype=np.float32)  # four faces, mutually orthogonal
+    assert study.flip_signals(e, e) == {"flip_agreement": 1.0, "flip_margin": 1.0}
+    mirrored = np.roll(e, 1, axis=0)  # each face's mirror looks like another face
+    assert study.flip_signals(e, mirrored)["flip_margin"] == 0.0
+    collapsed = np.ones((4, 4), dtype=np.float32) / 2  # every face one vector: full agreement, no margin
+    signals = study.flip_signals(collapsed, collapsed)
+    assert signals["flip_agreement"] == 1.0 and abs(signals["flip_margin"]) < 1e-6
