@@ -22,8 +22,8 @@ and the memory's, weighted by how many distinct faces the memory holds:
 - with ``change_z`` > 0, a change too even for that (every face a little darker, none an outlier) is
   found by comparing the stem's input means of the memory's newest ``change_window`` faces with its
   older ones: past ``change_z`` times their sampling noise the older faces leave the memory;
-- which layers adapt is chosen per stream (``select``): every ``select_every``-th distinct face is also
-  embedded with each candidate's statistics (no adaptation, or the layers from each candidate start to
+- which layers adapt is chosen per stream (``select``): every ``select_every``-th distinct face (every
+  one of the first ``select_dense``, an option measured and left off) is also embedded with each candidate's statistics (no adaptation, or the layers from each candidate start to
   ``depth``), and the stream uses the candidate whose mean embedding over the last ``select_window`` such
   faces points closest to the teacher's anchor (the mean direction of the teacher's HR embeddings of
   training faces, which a distilled student's embeddings aim at; a student trained towards another space
@@ -78,6 +78,7 @@ SETTINGS = (
     "change_window",
     "select",
     "select_every",
+    "select_dense",
     "select_window",
     "select_min",
     "select_z",
@@ -161,6 +162,7 @@ class SafeFaceBN:
         change_window: int = 16,
         select: Sequence[float] = (0.0, 0.25, 0.5),
         select_every: int = 4,
+        select_dense: int = 0,
         select_window: int = 32,
         select_min: int = 8,
         select_z: float = 2.0,
@@ -190,6 +192,7 @@ class SafeFaceBN:
             "change_window": change_window >= 2 and (change_z == 0 or change_window <= memory // 2),
             "select": all(0.0 <= v < depth for v in select) and len(set(select)) == len(select),
             "select_every": select_every >= 1,
+            "select_dense": select_dense >= 0,
             "select_window": select_window >= 1,
             "select_min": 1 <= select_min <= select_window,
             "select_z": select_z >= 0.0,
@@ -210,7 +213,7 @@ class SafeFaceBN:
         )
         self.history, self.min_history, self.jump_window = int(history), int(min_history), int(jump_window)
         self.change_z, self.change_window = float(change_z), int(change_window)
-        self.select, self.select_every = select, int(select_every)
+        self.select, self.select_every, self.select_dense = select, int(select_every), int(select_dense)
         self.select_window, self.select_min, self.select_z = int(select_window), int(select_min), float(select_z)
         # The candidates' first adapted layer (as a fraction of the depth; None: no layer adapts). Without
         # ``select`` the one candidate is ``skip``.
@@ -626,7 +629,9 @@ class SafeFaceBN:
             if len(known) and float((known @ sig[i]).max()) >= self.same_face:
                 continue  # a burst of one person is probed once
             st.n_distinct += 1  # unlike every probed face (not necessarily every face seen)
-            if st.n_distinct % self.select_every == 0:
+            # The first select_dense probes of a stream (or since its last reset) are every distinct face: the
+            # choice is made from select_min faces instead of select_every times as many.
+            if st.n_probed + len(picked) < self.select_dense or st.n_distinct % self.select_every == 0:
                 picked.append(i)
         if not picked:
             return

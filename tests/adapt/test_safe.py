@@ -565,6 +565,28 @@ def test_probing_costs_a_share_of_the_distinct_faces(net):
     assert sum(calls) == 80 + probed  # one other candidate (no adaptation) per probed face
 
 
+def test_the_first_probes_are_dense_then_every_few(net):
+    """select_dense: the first probes take every distinct face, later ones every select_every-th; a reset
+    starts dense again."""
+
+    def probed_after(adapter: SafeFaceBN, batches: range) -> int:
+        for s in batches:
+            adapter(shifted(8, seed=s), stream="cam")
+        return adapter.stream_info("cam")["probed"]
+
+    sparse = SafeFaceBN(net, **{**SETTINGS, "select": (0.0,), "select_every": 4}, anchor=torch.ones(16))
+    dense = SafeFaceBN(
+        net, **{**SETTINGS, "select": (0.0,), "select_every": 4, "select_dense": 12}, anchor=torch.ones(16)
+    )
+    n_sparse, n_dense = probed_after(sparse, range(10)), probed_after(dense, range(10))
+    distinct = dense._streams["cam"].n_distinct
+    assert n_dense > n_sparse >= 1
+    # 12 dense probes, then one in four of the distinct faces after them (the counter runs through both).
+    assert 12 < n_dense <= 12 + (distinct - 12) // 4 + 1
+    dense.reset("cam")
+    assert probed_after(dense, range(20, 22)) == min(12, dense._streams["cam"].n_distinct)
+
+
 def test_selection_state_survives_a_restart(tmp_path):
     adapter = fed(probed_means(fed(torch.ones(16)))[2])
     torch.save(adapter.state_dict(), tmp_path / "adapt.pt")
