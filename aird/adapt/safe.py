@@ -22,14 +22,15 @@ and the memory's, weighted by how many distinct faces the memory holds:
 - with ``change_z`` > 0, a change too even for that (every face a little darker, none an outlier) is
   found by comparing the stem's input means of the memory's newest ``change_window`` faces with its
   older ones: past ``change_z`` times their sampling noise the older faces leave the memory;
-- which layers adapt is chosen per stream (``select``): every ``select_every``-th distinct face (every
-  one of the first ``select_dense``, an option measured and left off) is also embedded with each candidate's statistics (no adaptation, or the layers from each candidate start to
-  ``depth``), and the stream uses the candidate whose mean embedding over the last ``select_window`` such
-  faces points closest to the teacher's anchor (the mean direction of the teacher's HR embeddings of
-  training faces, which a distilled student's embeddings aim at; a student trained towards another space
-  carries its own on its model card, ``card_anchor``). A stream whose adaptation would move its faces
-  away from that space keeps its training statistics. ``select_by="divergence"`` chooses instead the
-  candidate under which the layers past ``depth`` see inputs most like training (measured, not the default).
+- which layers adapt is chosen per stream (``select``): every ``select_every``-th distinct face (every one
+  of the first ``select_dense``, an option measured and left off) is also embedded with each candidate's
+  statistics (no adaptation, or the layers from each candidate start to ``depth``), and the stream uses the
+  candidate whose mean embedding over the last ``select_window`` such faces points closest to the teacher's
+  anchor (the mean direction of the teacher's HR embeddings of training faces, which a distilled student's
+  embeddings aim at; a student trained towards another space carries its own on its model card,
+  ``card_anchor``). A stream whose adaptation would move its faces away from that space keeps its training
+  statistics. ``select_by="divergence"`` chooses instead the candidate under which the layers past ``depth``
+  see inputs most like training (measured, not the default).
 
 Formulas, defaults and the prior work they come from: docs/facebn.md ("facebn-safe").
 """
