@@ -30,7 +30,9 @@ and the memory's, weighted by how many distinct faces the memory holds:
   embeddings aim at; a student trained towards another space carries its own on its model card,
   ``card_anchor``). A stream whose adaptation would move its faces away from that space keeps its training
   statistics. ``select_by="divergence"`` chooses instead the candidate under which the layers past ``depth``
-  see inputs most like training (measured, not the default).
+  see inputs most like training (measured, not the default). ``taper`` (with ``select=()``, an option
+  measured and left off) instead fixes one graded profile: each layer moves by the share of the taper's
+  starts that reach it, so the shallowest layers move least.
 
 Formulas, defaults and the prior work they come from: docs/facebn.md ("facebn-safe").
 """
@@ -167,11 +169,13 @@ class SafeFaceBN:
         select_window: int = 32,
         select_min: int = 8,
         select_z: float = 2.0,
+        taper: Sequence[float] = (),
         anchor: torch.Tensor | np.ndarray | None = None,
         anchor_source: str | None = None,
         select_by: str = "anchor",
     ):
         select = tuple(float(v) for v in select)
+        taper = tuple(float(v) for v in taper)
         checks = {
             "prior": prior > 0,
             "alpha_max": 0.0 <= alpha_max <= 1.0,
@@ -197,6 +201,8 @@ class SafeFaceBN:
             "select_window": select_window >= 1,
             "select_min": 1 <= select_min <= select_window,
             "select_z": select_z >= 0.0,
+            # a taper is the one fixed candidate: it does not combine with a choice of layers
+            "taper": all(0.0 <= v < depth for v in taper) and len(set(taper)) == len(taper) and not (taper and select),
             # the divergence is measured on the layers past ``depth``: there must be some
             "select_by": select_by == "anchor" or (select_by == "divergence" and depth < 1.0),
         }
@@ -216,9 +222,10 @@ class SafeFaceBN:
         self.change_z, self.change_window = float(change_z), int(change_window)
         self.select, self.select_every, self.select_dense = select, int(select_every), int(select_dense)
         self.select_window, self.select_min, self.select_z = int(select_window), int(select_min), float(select_z)
+        self.taper = taper
         # The candidates' first adapted layer (as a fraction of the depth; None: no layer adapts). Without
         # ``select`` the one candidate is ``skip``.
-        self.options: list[float | None] = [None, *select] if select else [self.skip]
+        self.options: list[float | None] = [None, *select] if select else [min(taper, default=self.skip)]
         # The direction the choice aims at; read only when there is a choice to make.
         self.select_by = select_by
         by_anchor = bool(select) and select_by == "anchor"
@@ -245,14 +252,18 @@ class SafeFaceBN:
         # registers them: the forward order of a plain network); the deepest keep their training statistics
         # (docs/facebn.md, "depth": on the shipped student the deepest layers' adaptation cost points under a
         # drifting shift), and which shallow layers join is the stream's choice (``select``).
-        layer_masks = []
+        # With a ``taper`` the one candidate weighs each layer by the share of the taper's starts that reach it
+        # (0.25, 0.5, ... of the full mix): the shallowest layers, whose adaptation undoes a capture shift but
+        # cost points under ORL's night, move least (docs/facebn.md, "A tapered profile").
+        layer_weights = []
         for start in self.options:
-            adapted = layer_range(start, self.depth, len(sizes)) if start is not None else range(0)
-            layer_masks.append([i in adapted for i in range(len(sizes))])
-        self._layer_masks = torch.tensor(layer_masks, device=device)  # (K, L) bool
+            starts = taper if taper else [] if start is None else [start]
+            ranges = [layer_range(s, self.depth, len(sizes)) for s in starts]
+            layer_weights.append([sum(i in r for r in ranges) / max(len(ranges), 1) for i in range(len(sizes))])
+        self._layer_masks = torch.tensor(layer_weights, device=device) > 0  # (K, L): the layers a candidate adapts
         self._masks = torch.stack(
-            [torch.cat([torch.full((s,), float(on)) for s, on in zip(sizes, row)]) for row in layer_masks]
-        ).to(device)  # (K, C)
+            [torch.cat([torch.full((s,), w) for s, w in zip(sizes, row)]) for row in layer_weights]
+        ).to(device)  # (K, C): how much of the mix each channel takes
         self._layer_of = torch.cat([torch.full((s,), i, dtype=torch.int64) for i, s in enumerate(sizes)]).to(device)
         self._layer_size = torch.tensor(sizes, dtype=torch.float64, device=device)
         # The tail: the BN layers past ``depth``, adapted by no candidate, whose inputs tell how much of a stream's
@@ -424,6 +435,7 @@ class SafeFaceBN:
             "bn_layers": len(self.layers),
             **{k: getattr(self, k) for k in SETTINGS},
             "select": list(self.select),
+            "taper": list(self.taper),
             "select_by": self.select_by,
             "anchor": self._anchor_source,
         }

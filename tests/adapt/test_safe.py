@@ -149,6 +149,32 @@ def test_only_the_layers_between_skip_and_depth_adapt(skip, depth, expected):
     assert adapted_layers(adapter) == expected
 
 
+def test_a_taper_moves_each_layer_by_the_share_of_its_starts_that_reach_it():
+    # Starts 0, 0.25, 0.5 to depth 0.75 of 8 layers: layers 0-1 take a third of the mix, 2-3 two thirds,
+    # 4-5 all of it, 6-7 none. Without the gate the stem's mean moves by exactly a third of the full mix's
+    # (its input is the raw faces, and no face merges at same_face 1, so both memories hold the same faces).
+    kw = {**SETTINGS, "select": (), "taper": (0.0, 0.25, 0.5), "depth": 0.75, "gate": 0.0, "outlier_z": 1e6}
+    kw["same_face"] = 1.0
+    tapered, full = SafeFaceBN(deep_net(8), **kw), SafeFaceBN(deep_net(8), **{**kw, "taper": ()})
+    for s in range(6):
+        for adapter in (tapered, full):
+            adapter(shifted(8, seed=s), stream="cam")
+    shares = tapered._masks[0, [sl.start for sl in tapered._slices.values()]]
+    torch.testing.assert_close(shares, torch.tensor([1 / 3] * 2 + [2 / 3] * 2 + [1.0] * 2 + [0.0] * 2))
+    assert adapted_layers(tapered) == [0, 1, 2, 3, 4, 5]
+    stem = tapered._slices["1"]
+    moved = tapered._streams["cam"].mixed[0, stem] - tapered._source[0, stem]
+    torch.testing.assert_close(moved, (full._streams["cam"].mixed[0, stem] - full._source[0, stem]) / 3)
+    assert tapered.settings()["taper"] == [0.0, 0.25, 0.5]
+    assert tapered.stream_info("cam")["layers_from"] == 0.0
+
+
+@pytest.mark.parametrize("bad", [{"taper": (0.0, 0.5), "select": (0.25,)}, {"taper": (0.8,)}, {"taper": (0.0, 0.0)}])
+def test_taper_settings_are_checked(bad):
+    with pytest.raises(ConfigError, match="taper"):
+        SafeFaceBN(deep_net(8), **{**SETTINGS, "select": (), "depth": 0.75, **bad})
+
+
 def test_the_default_layers_are_all_but_the_deepest_quarter():
     adapter = SafeFaceBN(
         deep_net(8), **{k: v for k, v in SETTINGS.items() if k not in ("skip", "depth")}, outlier_z=1e6
