@@ -201,11 +201,14 @@ class SafeFaceBN:
             "select_window": select_window >= 1,
             "select_min": 1 <= select_min <= select_window,
             "select_z": select_z >= 0.0,
-            # a taper is the one fixed candidate: it does not combine with a choice of layers
-            "taper": all(0.0 <= v < depth for v in taper) and len(set(taper)) == len(taper) and not (taper and select),
+            "taper": all(0.0 <= v < depth for v in taper) and len(set(taper)) == len(taper),
             # the divergence is measured on the layers past ``depth``: there must be some
             "select_by": select_by == "anchor" or (select_by == "divergence" and depth < 1.0),
         }
+        if taper and select:
+            raise ConfigError(
+                f"{NAME}: a taper fixes the adapted layers, select chooses them: pass select=() with taper"
+            )
         bad = [k for k, ok in checks.items() if not ok]
         if bad:
             raise ConfigError(f"{NAME}: setting {bad[0]}={locals()[bad[0]]!r} is out of range (docs/facebn.md)")
@@ -224,7 +227,7 @@ class SafeFaceBN:
         self.select_window, self.select_min, self.select_z = int(select_window), int(select_min), float(select_z)
         self.taper = taper
         # The candidates' first adapted layer (as a fraction of the depth; None: no layer adapts). Without
-        # ``select`` the one candidate is ``skip``.
+        # ``select`` the one candidate starts at ``skip``, or at the taper's first start.
         self.options: list[float | None] = [None, *select] if select else [min(taper, default=self.skip)]
         # The direction the choice aims at; read only when there is a choice to make.
         self.select_by = select_by
@@ -253,11 +256,11 @@ class SafeFaceBN:
         # (docs/facebn.md, "depth": on the shipped student the deepest layers' adaptation cost points under a
         # drifting shift), and which shallow layers join is the stream's choice (``select``).
         # With a ``taper`` the one candidate weighs each layer by the share of the taper's starts that reach it
-        # (0.25, 0.5, ... of the full mix): the shallowest layers, whose adaptation undoes a capture shift but
-        # cost points under ORL's night, move least (docs/facebn.md, "A tapered profile").
+        # (three starts: a third, two thirds, all of the mix): the shallowest layers, whose adaptation undoes a
+        # capture shift but cost points under ORL's night, move least (docs/facebn.md, "A tapered profile").
         layer_weights = []
         for start in self.options:
-            starts = taper if taper else [] if start is None else [start]
+            starts = taper or ([] if start is None else [start])
             ranges = [layer_range(s, self.depth, len(sizes)) for s in starts]
             layer_weights.append([sum(i in r for r in ranges) / max(len(ranges), 1) for i in range(len(sizes))])
         self._layer_masks = torch.tensor(layer_weights, device=device) > 0  # (K, L): the layers a candidate adapts
