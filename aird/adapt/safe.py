@@ -14,7 +14,7 @@ and the memory's, weighted by how many distinct faces the memory holds:
   the layers from ``skip`` to ``depth`` of the way through the network, each scaled by its divergence gate:
   the share of the memory's departure from the training means that sampling noise does not explain (a
   stream that differs from training only by noise keeps its training statistics); only the means move
-  unless ``var_mix`` > 0;
+  unless ``var_mix`` > 0 (and then only in the layers past ``var_skip``);
 - non-finite and constant (black, blank) frames, and faces whose statistics lie far outside the
   memory's, are rejected: they are embedded, but never enter the memory;
 - when most of the recent faces are such outliers the input distribution has jumped: the memory is
@@ -67,6 +67,7 @@ SETTINGS = (
     "depth",
     "gate",
     "var_mix",
+    "var_skip",
     "min_faces",
     "memory",
     "delay",
@@ -151,6 +152,7 @@ class SafeFaceBN:
         depth: float = 0.75,
         gate: float = 1.0,
         var_mix: float = 0.0,
+        var_skip: float = 0.0,
         min_faces: int = 8,
         memory: int = 64,
         delay: int = 16,
@@ -183,6 +185,7 @@ class SafeFaceBN:
             "depth": skip < depth <= 1.0,
             "gate": gate >= 0.0,
             "var_mix": 0.0 <= var_mix <= 1.0,
+            "var_skip": 0.0 <= var_skip < depth,
             "min_faces": min_faces >= 2,
             "memory": memory >= min_faces,
             "delay": delay >= 0,
@@ -214,6 +217,7 @@ class SafeFaceBN:
             raise ConfigError(f"{NAME}: setting {bad[0]}={locals()[bad[0]]!r} is out of range (docs/facebn.md)")
         self.prior, self.alpha_max, self.same_face = float(prior), float(alpha_max), float(same_face)
         self.skip, self.depth, self.gate, self.var_mix = float(skip), float(depth), float(gate), float(var_mix)
+        self.var_skip = float(var_skip)
         self.outlier_z, self.jump_fraction = float(outlier_z), float(jump_fraction)
         self.min_faces, self.memory, self.delay, self.member_cap = (
             int(min_faces),
@@ -278,8 +282,13 @@ class SafeFaceBN:
         if select_by == "divergence" and select and not self._tail_names:
             raise ConfigError(f"{NAME}: select_by='divergence' needs BN layers past depth={depth}; lower depth")
         self._tail_width = len(self._tail) if select_by == "divergence" else 0
-        # How far each moment moves, as a share of alpha * gate: the means fully, the variances by var_mix.
-        self._moment_weight = torch.tensor([[1.0], [self.var_mix]], device=device)
+        # How far each moment moves, as a share of alpha * gate: the means fully, the variances by var_mix, and
+        # only past ``var_skip``: JPEG and blur take variance out of the shallowest layers' inputs, and scaling it
+        # back up there cost the mixed capture shift its gain (docs/facebn.md, "Variances past the first quarter").
+        first_var = min(int(self.var_skip * len(sizes) + 0.5), len(sizes))
+        self._moment_weight = torch.stack(
+            [torch.ones(len(self._layer_of), device=device), self.var_mix * (self._layer_of >= first_var).float()]
+        )  # (2, C)
         # Each layer weighs the same in a face's shift score, whatever its width.
         self._layer_weight = torch.cat([torch.full((s,), 1.0 / (s * len(sizes))) for s in sizes]).to(device)
         self._eps = torch.cat([torch.full((s,), float(bn.eps)) for s, bn in zip(sizes, self.layers.values())]).to(

@@ -482,6 +482,31 @@ def test_var_mix_zero_moves_the_means_and_keeps_the_training_variances(net):
     assert not torch.equal(mixed[0], source[0])
 
 
+def test_var_skip_keeps_the_shallow_layers_training_variances():
+    # var_mix 1 from a quarter of 8 layers (to depth 0.75): layers 0-1 move their means only, layers 2-5
+    # their means and variances; the means move as they do without var_skip (the shallow layers' inputs are
+    # the same, and deeper inputs differ only by the shallow variances, so compare the stem alone).
+    kw = {**SETTINGS, "depth": 0.75, "gate": 0.0, "var_mix": 1.0, "outlier_z": 1e6}
+    skipped, plain = SafeFaceBN(deep_net(8), **kw, var_skip=0.25), SafeFaceBN(deep_net(8), **kw)
+    for s in range(6):
+        for adapter in (skipped, plain):
+            adapter(shifted(8, seed=s), stream="cam")
+    mixed, source = skipped._streams["cam"].mixed, skipped._source
+    moved_var = [not torch.equal(mixed[1, sl], source[1, sl]) for sl in skipped._slices.values()]
+    assert moved_var == [False, False, True, True, True, True, False, False]
+    assert adapted_layers(skipped) == [0, 1, 2, 3, 4, 5]  # every adapted layer still moves its means
+    stem = skipped._slices["1"]
+    assert torch.equal(mixed[0, stem], plain._streams["cam"].mixed[0, stem])
+    assert not torch.equal(plain._streams["cam"].mixed[1, stem], source[1, stem])
+    assert skipped.settings()["var_skip"] == 0.25
+
+
+@pytest.mark.parametrize("var_skip", [-0.1, 0.75, 0.9])
+def test_var_skip_is_checked(var_skip):
+    with pytest.raises(ConfigError, match="var_skip"):
+        SafeFaceBN(deep_net(8), **{**SETTINGS, "depth": 0.75, "var_mix": 1.0, "var_skip": var_skip})
+
+
 def test_mean_shift_is_zero_until_the_stream_adapts_and_grows_with_the_shift(net):
     adapter = SafeFaceBN(net, **SETTINGS)
     assert adapter.mean_shift("cam") == 0.0  # unknown stream
