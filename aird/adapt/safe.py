@@ -285,7 +285,7 @@ class SafeFaceBN:
         # How far each moment moves, as a share of alpha * gate: the means fully, the variances by var_mix, and
         # only past ``var_skip``: JPEG and blur take variance out of the shallowest layers' inputs, and scaling it
         # back up there cost the mixed capture shift its gain (docs/facebn.md, "Variances past the first quarter").
-        first_var = min(int(self.var_skip * len(sizes) + 0.5), len(sizes))
+        first_var = layer_range(self.var_skip, 1.0, len(sizes)).start  # the rounding every layer range uses
         self._moment_weight = torch.stack(
             [torch.ones(len(self._layer_of), device=device), self.var_mix * (self._layer_of >= first_var).float()]
         )  # (2, C)
