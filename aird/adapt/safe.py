@@ -13,8 +13,8 @@ and the memory's, weighted by how many distinct faces the memory holds:
 - ``alpha = alpha_max * K / (K + prior)`` for the K distinct faces in memory (0 below ``min_faces``), in
   the layers from ``skip`` to ``depth`` of the way through the network, each scaled by its divergence gate:
   the share of the memory's departure from the training means that sampling noise does not explain (a
-  stream that differs from training only by noise keeps its training statistics); only the means move
-  unless ``var_mix`` > 0 (and then only in the layers past ``var_skip``);
+  stream that differs from training only by noise keeps its training statistics); the variances move by
+  ``var_mix`` only in the layers past ``var_skip``, and by default only in the taper candidate (below);
 - non-finite and constant (black, blank) frames, and faces whose statistics lie far outside the
   memory's, are rejected: they are embedded, but never enter the memory;
 - when most of the recent faces are such outliers the input distribution has jumped: the memory is
@@ -30,9 +30,11 @@ and the memory's, weighted by how many distinct faces the memory holds:
   embeddings aim at; a student trained towards another space carries its own on its model card,
   ``card_anchor``). A stream whose adaptation would move its faces away from that space keeps its training
   statistics. ``select_by="divergence"`` chooses instead the candidate under which the layers past ``depth``
-  see inputs most like training (measured, not the default). ``taper`` (with ``select=()``, an option
-  measured and left off) instead fixes one graded profile: each layer moves by the share of the taper's
-  starts that reach it, so the shallowest layers move least.
+  see inputs most like training (measured, not the default). The ``taper`` is one more candidate: a graded
+  profile in which each layer moves by the share of the taper's starts that reach it (the shallowest least),
+  and the only candidate whose variances move (``var_in="taper"``, past ``var_skip``): the starts, which the
+  choice picks on a capture shift, move means only. With ``select=()`` the taper is the one candidate
+  (``taper=()`` as well: the layers from ``skip`` to ``depth``).
 
 Formulas, defaults and the prior work they come from: docs/facebn.md ("facebn-safe").
 """
@@ -68,6 +70,7 @@ SETTINGS = (
     "gate",
     "var_mix",
     "var_skip",
+    "var_in",
     "min_faces",
     "memory",
     "delay",
@@ -87,6 +90,7 @@ SETTINGS = (
     "select_min",
     "select_z",
 )
+TAPER = "taper"  # the name of the tapered candidate among SafeFaceBN.options
 MAD_TO_STD = 1.4826  # median absolute deviation of a normal distribution -> its standard deviation
 MIN_SPREAD = 0.05  # floor on the robust spread of log shift scores (a 5% change is never an outlier by itself)
 # Per-channel tensors of a stream's state, saved per layer as "<layer>.<name>".
@@ -151,8 +155,9 @@ class SafeFaceBN:
         skip: float = 0.0,
         depth: float = 0.75,
         gate: float = 1.0,
-        var_mix: float = 0.0,
-        var_skip: float = 0.0,
+        var_mix: float = 1.0,
+        var_skip: float = 0.25,
+        var_in: str = "taper",
         min_faces: int = 8,
         memory: int = 64,
         delay: int = 16,
@@ -171,7 +176,7 @@ class SafeFaceBN:
         select_window: int = 32,
         select_min: int = 8,
         select_z: float = 2.0,
-        taper: Sequence[float] = (),
+        taper: Sequence[float] = (0.0, 0.25, 0.5),
         anchor: torch.Tensor | np.ndarray | None = None,
         anchor_source: str | None = None,
         select_by: str = "anchor",
@@ -186,6 +191,9 @@ class SafeFaceBN:
             "gate": gate >= 0.0,
             "var_mix": 0.0 <= var_mix <= 1.0,
             "var_skip": 0.0 <= var_skip < depth,
+            # "taper": only the taper candidate moves variances (the starts, means only), so with variances to
+            # move there must be one
+            "var_in": var_in == "all" or (var_in == "taper" and (bool(taper) or var_mix == 0)),
             "min_faces": min_faces >= 2,
             "memory": memory >= min_faces,
             "delay": delay >= 0,
@@ -208,16 +216,13 @@ class SafeFaceBN:
             # the divergence is measured on the layers past ``depth``: there must be some
             "select_by": select_by == "anchor" or (select_by == "divergence" and depth < 1.0),
         }
-        if taper and select:
-            raise ConfigError(
-                f"{NAME}: a taper fixes the adapted layers, select chooses them: pass select=() with taper"
-            )
         bad = [k for k, ok in checks.items() if not ok]
         if bad:
-            raise ConfigError(f"{NAME}: setting {bad[0]}={locals()[bad[0]]!r} is out of range (docs/facebn.md)")
+            hint = " (its starts must lie below depth: pass taper=() or lower starts)" if bad[0] == "taper" else ""
+            raise ConfigError(f"{NAME}: setting {bad[0]}={locals()[bad[0]]!r} is out of range{hint} (docs/facebn.md)")
         self.prior, self.alpha_max, self.same_face = float(prior), float(alpha_max), float(same_face)
         self.skip, self.depth, self.gate, self.var_mix = float(skip), float(depth), float(gate), float(var_mix)
-        self.var_skip = float(var_skip)
+        self.var_skip, self.var_in = float(var_skip), var_in
         self.outlier_z, self.jump_fraction = float(outlier_z), float(jump_fraction)
         self.min_faces, self.memory, self.delay, self.member_cap = (
             int(min_faces),
@@ -230,9 +235,12 @@ class SafeFaceBN:
         self.select, self.select_every, self.select_dense = select, int(select_every), int(select_dense)
         self.select_window, self.select_min, self.select_z = int(select_window), int(select_min), float(select_z)
         self.taper = taper
-        # The candidates' first adapted layer (as a fraction of the depth; None: no layer adapts). Without
-        # ``select`` the one candidate starts at ``skip``, or at the taper's first start.
-        self.options: list[float | None] = [None, *select] if select else [min(taper, default=self.skip)]
+        # The candidates: their first adapted layer (as a fraction of the depth; None: no layer adapts), and
+        # TAPER for the tapered profile, which with ``select`` is one more candidate of the choice. Without
+        # ``select`` the one candidate starts at ``skip``, or is the taper.
+        self.options: list[float | str | None] = (
+            [None, *select, *([TAPER] if taper else [])] if select else [TAPER if taper else self.skip]
+        )
         # The direction the choice aims at; read only when there is a choice to make.
         self.select_by = select_by
         by_anchor = bool(select) and select_by == "anchor"
@@ -264,7 +272,7 @@ class SafeFaceBN:
         # capture shift but cost points under ORL's night, move least (docs/facebn.md, "A tapered profile").
         layer_weights = []
         for start in self.options:
-            starts = taper or ([] if start is None else [start])
+            starts = taper if start == TAPER else [] if start is None else [start]
             ranges = [layer_range(s, self.depth, len(sizes)) for s in starts]
             layer_weights.append([sum(i in r for r in ranges) / max(len(ranges), 1) for i in range(len(sizes))])
         self._layer_masks = torch.tensor(layer_weights, device=device) > 0  # (K, L): the layers a candidate adapts
@@ -285,10 +293,16 @@ class SafeFaceBN:
         # How far each moment moves, as a share of alpha * gate: the means fully, the variances by var_mix, and
         # only past ``var_skip``: JPEG and blur take variance out of the shallowest layers' inputs, and scaling it
         # back up there cost the mixed capture shift its gain (docs/facebn.md, "Variances past the first quarter").
+        # With ``var_in="taper"`` only the taper candidate moves them: the starts, chosen for a capture shift,
+        # move means only (docs/facebn.md, "The taper as one more candidate").
         first_var = layer_range(self.var_skip, 1.0, len(sizes)).start  # the rounding every layer range uses
+        var_weight = self.var_mix * (self._layer_of >= first_var).float()
         self._moment_weight = torch.stack(
-            [torch.ones(len(self._layer_of), device=device), self.var_mix * (self._layer_of >= first_var).float()]
-        )  # (2, C)
+            [
+                torch.stack([torch.ones_like(var_weight), var_weight * (var_in == "all" or option == TAPER)])
+                for option in self.options
+            ]
+        )  # (K, 2, C)
         # Each layer weighs the same in a face's shift score, whatever its width.
         self._layer_weight = torch.cat([torch.full((s,), 1.0 / (s * len(sizes))) for s in sizes]).to(device)
         self._eps = torch.cat([torch.full((s,), float(bn.eps)) for s, bn in zip(sizes, self.layers.values())]).to(
@@ -336,8 +350,8 @@ class SafeFaceBN:
             "alpha": round(st.alpha, 6) if st else 0.0,
             # The mean divergence gate over the adapted layers (1.0 without a gate, 0.0 before any evidence).
             "gate": round(self._mean_gate(st), 6) if st else 0.0,
-            # The first adapted layer in use, as a fraction of the depth (None: no layer adapts, which is the
-            # choice until the stream has evidence and whenever no candidate brings it nearer the anchor).
+            # The first adapted layer in use, as a fraction of the depth, or "taper" (None: no layer adapts, which
+            # is the choice until the stream has evidence and whenever no candidate brings it nearer the anchor).
             "layers_from": self.options[st.choice] if st and st.alpha > 0 else None,
             "probed": st.n_probed if st else 0,
             "pending": len(st.pending_mean) if st else 0,
@@ -507,7 +521,9 @@ class SafeFaceBN:
         if self.gate > 0:
             st.gates = self._divergence_gates(target_mean, between, k)
             weight = weight * st.gates[self._layer_of]
-        st.mixes = self._source + st.alpha * self._moment_weight * weight[:, None] * (target - self._source)
+        st.mixes = self._source + st.alpha * self._moment_weight * weight[:, None] * (
+            target - self._source
+        )  # (K, 2, C)
         st.mixed = st.mixes[st.choice]
         # The yardstick of the outlier test: how far faces' channel means spread around the memory's mean,
         # floored at a hundredth of the channel's variance so that a channel every face leaves at zero

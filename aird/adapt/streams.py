@@ -8,14 +8,12 @@ embedded without a stream (enrolment, gallery photos) go through the plain model
 Default mode: ``off``. The stream benchmark (``docs/facebn.md``) plays every condition as a camera sends it.
 A plain FaceBN mode collapses on bursts of one person at one face per call (``facebn-ema``: ORL 16 px rank-1
 73.6% -> 20.8% on a split-A student). The stream-safe mode (``facebn-safe``, ``aird.adapt.STREAM_DEFAULT``)
-does not collapse, and on the shipped student it is below ``off`` by more than 0.3 points on no stream of 36
-on the mean of three stream orders (+2.0 on average); so it is for the split-A student (two orders) and for
-a retrained split-B student (three). But issue 12's bar for a default is not met: the recorded split-B
-student of the same recipe has five streams below on the mean of three orders (all with a jump from day to
-night), and no student gains +3 on average on both ORL 16 px and the LFW mixed shift. So no mode is on by
-default. Name one (``adapt="facebn-safe"``) for a camera whose shift it is measured to help: on LFW's mixed
-capture shift the shipped student gains +2.0 on average over its streams and three orders (+2.7 on the
-shuffled and grouped ones).
+does not collapse: with its fourth defaults, on both split students' 36 streams, none is below ``off`` by
+more than 0.3 points on the mean of three stream orders (+2.5 on average on each). But issue 12's bar for a
+default is not met: split A's student gains +2.6, not +3, on ORL 16 px, and under single orders some streams
+of every student still lose (up to 0.83 points on the split students). So no mode is on by default. Name one
+(``adapt="facebn-safe"``) for a camera whose shift it is measured to help: on LFW's mixed capture shift the
+split students gain +3.0 and +3.4 on average over their streams and three orders, the shipped one +2.1.
 """
 
 from __future__ import annotations

@@ -13,7 +13,8 @@ from aird.errors import ConfigError
 
 # Small enough that the toy's embeddings of distinct faces never look like near-duplicates by accident.
 # The toy has 3 BN layers: skip 0 and depth 0.5 adapt the first two, whose target statistics the tests know.
-# select=(): these tests fix the adapted layers; the choice among candidates has tests of its own below.
+# select=() and no taper: these tests fix the adapted layers (means only); the choice among candidates, the
+# taper and the variances have tests of their own below.
 SETTINGS = {
     "same_face": 0.97,
     "min_faces": 4,
@@ -23,6 +24,10 @@ SETTINGS = {
     "skip": 0.0,
     "depth": 0.5,
     "select": (),
+    "taper": (),
+    "var_mix": 0.0,
+    "var_skip": 0.0,
+    "var_in": "all",
 }
 
 
@@ -70,7 +75,7 @@ def warmed(net: nn.Module, n_batches: int = 6, stream: str = "cam", **kw) -> Saf
 
 def twin(adapter: SafeFaceBN, net: nn.Module) -> SafeFaceBN:
     """A second adapter on the same model with the same streams (a restarted process)."""
-    other = SafeFaceBN(net, **{k: adapter.settings()[k] for k in SETTING_NAMES})
+    other = SafeFaceBN(net, **{k: adapter.settings()[k] for k in (*SETTING_NAMES, "taper")})
     other.load_state_dict(adapter.state_dict())
     return other
 
@@ -166,10 +171,10 @@ def test_a_taper_moves_each_layer_by_the_share_of_its_starts_that_reach_it():
     moved = tapered._streams["cam"].mixed[0, stem] - tapered._source[0, stem]
     torch.testing.assert_close(moved, (full._streams["cam"].mixed[0, stem] - full._source[0, stem]) / 3)
     assert tapered.settings()["taper"] == [0.0, 0.25, 0.5]
-    assert tapered.stream_info("cam")["layers_from"] == 0.0
+    assert tapered.options == ["taper"] and tapered.stream_info("cam")["layers_from"] == "taper"
 
 
-@pytest.mark.parametrize("bad", [{"taper": (0.0, 0.5), "select": (0.25,)}, {"taper": (0.8,)}, {"taper": (0.0, 0.0)}])
+@pytest.mark.parametrize("bad", [{"taper": (0.8,)}, {"taper": (0.0, 0.0)}])
 def test_taper_settings_are_checked(bad):
     with pytest.raises(ConfigError, match="taper"):
         SafeFaceBN(deep_net(8), **{**SETTINGS, "select": (), "depth": 0.75, **bad})
@@ -365,8 +370,17 @@ def test_registry_settings_and_the_stream_default(net):
     assert "facebn-safe" in ADAPTERS.names() and STREAM_DEFAULT == "facebn-safe"
     adapter = make_stream_adapter(net, memory=16)
     assert isinstance(adapter, SafeFaceBN) and adapter.memory == 16
-    settings = make_adapter("facebn-safe", net).settings()
+    default = make_adapter("facebn-safe", net)
+    settings = default.settings()
     assert settings["adapter"] == "facebn-safe" and settings["bn_layers"] == 3
+    # The fourth defaults: the starts and the taper are the candidates, only the taper moves variances.
+    assert default.options == [None, 0.0, 0.25, 0.5, "taper"]
+    assert (settings["taper"], settings["var_mix"], settings["var_skip"], settings["var_in"]) == (
+        [0.0, 0.25, 0.5],
+        1.0,
+        0.25,
+        "taper",
+    )
     assert set(SETTING_NAMES) <= set(settings)
     for bad in ({"alpha_max": 1.5}, {"memory": 1}, {"prior": 0}, {"min_history": 500}, {"skip": 1.0}):
         with pytest.raises(ConfigError, match=next(iter(bad))):
@@ -487,7 +501,7 @@ def test_var_skip_keeps_the_shallow_layers_training_variances():
     # their means and variances; the means move as they do without var_skip (the shallow layers' inputs are
     # the same, and deeper inputs differ only by the shallow variances, so compare the stem alone).
     kw = {**SETTINGS, "depth": 0.75, "gate": 0.0, "var_mix": 1.0, "outlier_z": 1e6}
-    skipped, plain = SafeFaceBN(deep_net(8), **kw, var_skip=0.25), SafeFaceBN(deep_net(8), **kw)
+    skipped, plain = SafeFaceBN(deep_net(8), **{**kw, "var_skip": 0.25}), SafeFaceBN(deep_net(8), **kw)
     for s in range(6):
         for adapter in (skipped, plain):
             adapter(shifted(8, seed=s), stream="cam")
@@ -518,6 +532,53 @@ def test_mean_shift_is_zero_until_the_stream_adapts_and_grows_with_the_shift(net
     assert moved > 0.0
     adapter.reset("cam")
     assert adapter.mean_shift("cam") == 0.0
+
+
+def test_var_in_taper_moves_the_variances_of_the_taper_candidate_only():
+    # With select and a taper, the taper is one more candidate; var_in="taper" gives only it the variances
+    # (past var_skip), and the starts move their means as they do without it.
+    kw = {**SETTINGS, "select": (0.0, 0.5), "taper": (0.0, 0.25, 0.5), "depth": 0.75, "gate": 0.0}
+    kw.update(var_mix=1.0, var_skip=0.25, outlier_z=1e6)
+    kw["anchor"] = torch.ones(16)
+    only, every = SafeFaceBN(deep_net(8), **{**kw, "var_in": "taper"}), SafeFaceBN(deep_net(8), **kw)
+    plain = SafeFaceBN(deep_net(8), **{**kw, "taper": (), "var_mix": 0.0})
+    assert only.options == [None, 0.0, 0.5, "taper"] and only.settings()["var_in"] == "taper"
+    for s in range(6):
+        for adapter in (only, every, plain):
+            adapter(shifted(8, seed=s), stream="cam")
+    mixes, source = only._streams["cam"].mixes, only._source
+    moved_var = [[not torch.equal(m[1, sl], source[1, sl]) for sl in only._slices.values()] for m in mixes]
+    assert moved_var[:3] == [[False] * 8] * 3  # none, from 0, from 0.5: means only
+    assert moved_var[3] == [False, False, True, True, True, True, False, False]
+    torch.testing.assert_close(mixes[:3], plain._streams["cam"].mixes)
+    torch.testing.assert_close(mixes[3], every._streams["cam"].mixes[3])
+    assert not torch.equal(every._streams["cam"].mixes[1, 1], source[1])  # var_in="all": the starts too
+
+
+@pytest.mark.parametrize("bad", [{"var_in": "taper"}, {"var_in": "deep", "taper": (0.0,)}])
+def test_var_in_is_checked(bad):
+    with pytest.raises(ConfigError, match="var_in"):
+        SafeFaceBN(deep_net(8), **{**SETTINGS, "depth": 0.75, "var_mix": 1.0, **bad})
+    # Without variances to move, var_in="taper" needs no taper (it then changes nothing).
+    assert SafeFaceBN(deep_net(8), **{**SETTINGS, "var_mix": 0.0, "var_in": "taper"}).var_in == "taper"
+
+
+def test_the_taper_is_chosen_like_any_candidate():
+    kw = {**SELECT, "taper": (0.0, 0.25, 0.5), "var_mix": 1.0, "var_skip": 0.25, "var_in": "taper"}
+    probe = SafeFaceBN(deep_net(8), **kw, anchor=torch.ones(16))
+    for s in range(10):
+        probe(shifted(8, seed=s), stream="cam")
+    anchor = probed_means(probe)[3]  # where the taper puts this stream's faces
+    adapter = SafeFaceBN(deep_net(8), **kw, anchor=anchor)
+    for s in range(10):
+        adapter(shifted(8, seed=s), stream="cam")
+    info = adapter.stream_info("cam")
+    assert int((probed_means(adapter) @ anchor).argmax()) == 3 and info["layers_from"] == "taper"
+    st = adapter._streams["cam"]
+    torch.testing.assert_close(st.mixed, st.mixes[3])
+    restored = SafeFaceBN(deep_net(8), **kw, anchor=anchor)
+    restored.load_state_dict(adapter.state_dict())
+    assert restored.stream_info("cam") == info
 
 
 # The choice of adapted layers (``select``): candidates "no adaptation" and each start in ``select``.
