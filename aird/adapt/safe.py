@@ -440,7 +440,8 @@ class SafeFaceBN:
                 if key == "probe_emb" and value.shape[1] != len(self.options):
                     raise ValueError(
                         f"{NAME} stream {stream!r}: probe_emb holds {value.shape[1]} candidates, this adapter "
-                        f"{len(self.options)} (saved with other select settings)"
+                        f"{len(self.options)} (saved with other select or taper settings: a state saved before "
+                        "the taper joined the choice, 2026-12-01, loads with taper=() and var_mix=0)"
                     )
                 tensors[key] = value.to(t.device, t.dtype).clone()
             if len(tensors["pending_mean"]) > self.delay:
@@ -521,9 +522,8 @@ class SafeFaceBN:
         if self.gate > 0:
             st.gates = self._divergence_gates(target_mean, between, k)
             weight = weight * st.gates[self._layer_of]
-        st.mixes = self._source + st.alpha * self._moment_weight * weight[:, None] * (
-            target - self._source
-        )  # (K, 2, C)
+        # (K, 2, C): one mix of means and variances per candidate
+        st.mixes = self._source + st.alpha * self._moment_weight * weight[:, None] * (target - self._source)
         st.mixed = st.mixes[st.choice]
         # The yardstick of the outlier test: how far faces' channel means spread around the memory's mean,
         # floored at a hundredth of the channel's variance so that a channel every face leaves at zero

@@ -579,6 +579,10 @@ def test_the_taper_is_chosen_like_any_candidate():
     restored = SafeFaceBN(deep_net(8), **kw, anchor=anchor)
     restored.load_state_dict(adapter.state_dict())
     assert restored.stream_info("cam") == info
+    # A state saved with other candidates is refused, and the message names the settings that differ.
+    without = SafeFaceBN(deep_net(8), **{**kw, "taper": (), "var_mix": 0.0}, anchor=anchor)
+    with pytest.raises(ValueError, match="taper=\\(\\) and var_mix=0"):
+        without.load_state_dict(adapter.state_dict())
 
 
 # The choice of adapted layers (``select``): candidates "no adaptation" and each start in ``select``.
