@@ -358,8 +358,9 @@ def _add_recognizer_verbs(sub) -> None:
         "--adapt",
         default="off",
         choices=["off", "facebn-safe", "facebn-ema", "facebn-alpha", "facebn-batch"],
-        help="FaceBN mode of the --stream (default: off; no mode passes the stream benchmark yet, "
-        "docs/recognizer.md; facebn-safe is the stream-safe one). Probes are adapted in batches of 32 files",
+        help="FaceBN mode of the --stream (default: off; no mode is yet shown to pass the stream benchmark on "
+        "every condition, docs/recognizer.md; facebn-safe is the stream-safe one). Probes are adapted in "
+        "batches of 32 files",
     )
     idf.add_argument(
         "--stream-state",

@@ -18,7 +18,8 @@ and the memory's, weighted by how many distinct faces the memory holds:
 - non-finite and constant (black, blank) frames, and faces whose statistics lie far outside the
   memory's, are rejected: they are embedded, but never enter the memory;
 - when most of the recent faces are such outliers the input distribution has jumped: the memory is
-  cleared (alpha returns to 0) and the stream adapts to the new distribution from scratch;
+  cleared (alpha returns to 0) and the stream adapts to the new distribution from scratch, or, with
+  ``reseed``, from the distinct outliers that showed the jump (their statistics are kept in the jump window);
 - with ``change_z`` > 0, a change too even for that (every face a little darker, none an outlier) is
   found by comparing the stem's input means of the memory's newest ``change_window`` faces with its
   older ones: past ``change_z`` times their sampling noise the older faces leave the memory;
@@ -29,8 +30,11 @@ and the memory's, weighted by how many distinct faces the memory holds:
   anchor (the mean direction of the teacher's HR embeddings of training faces, which a distilled student's
   embeddings aim at; a student trained towards another space carries its own on its model card,
   ``card_anchor``). A stream whose adaptation would move its faces away from that space keeps its training
-  statistics. ``select_by="divergence"`` chooses instead the candidate under which the layers past ``depth``
-  see inputs most like training (measured, not the default). The ``taper`` is one more candidate: a graded
+  statistics. Until ``select_min`` faces are probed there is no choice: the stream adapts with no layer, or,
+  with ``hedge``, with the mean of the start candidates' statistics, and its first choice is then the best
+  candidate (``select_z`` holds only a candidate in use). ``select_by="divergence"`` chooses instead the
+  candidate under which the layers past ``depth`` see inputs most like training (measured, not the
+  default). The ``taper`` is one more candidate: a graded
   profile in which each layer moves by the share of the taper's starts that reach it (the shallowest least),
   and the only candidate whose variances move (``var_in="taper"``, past ``var_skip``): the starts, which the
   choice picks on a capture shift, move means only. With ``select=()`` the taper is the one candidate
@@ -81,6 +85,7 @@ SETTINGS = (
     "min_history",
     "jump_window",
     "jump_fraction",
+    "reseed",
     "change_z",
     "change_window",
     "select",
@@ -89,12 +94,14 @@ SETTINGS = (
     "select_window",
     "select_min",
     "select_z",
+    "hedge",
 )
 TAPER = "taper"  # the name of the tapered candidate among SafeFaceBN.options
+HEDGE = "hedge"  # stream_info's layers_from while a stream adapts with the mean of the starts (``hedge``)
 MAD_TO_STD = 1.4826  # median absolute deviation of a normal distribution -> its standard deviation
 MIN_SPREAD = 0.05  # floor on the robust spread of log shift scores (a 5% change is never an outlier by itself)
 # Per-channel tensors of a stream's state, saved per layer as "<layer>.<name>".
-CHANNEL_STATE = ("slot_mean", "slot_var", "pending_mean", "pending_var")
+CHANNEL_STATE = ("slot_mean", "slot_var", "pending_mean", "pending_var", "window_mean", "window_var")
 
 
 @dataclass
@@ -112,6 +119,8 @@ class _Stream:
     history: torch.Tensor  # (H,): log shift scores of the last accepted faces (ring)
     window: torch.Tensor  # (J,) bool: whether each of the last valid, distinct faces was an outlier (ring)
     window_sig: torch.Tensor  # (J, D): the unit embedding of each outlier in the window (zeros elsewhere)
+    window_mean: torch.Tensor  # (J, C): each outlier's channel means (zeros elsewhere): with ``reseed``, the
+    window_var: torch.Tensor  # (J, C): new memory's first faces when the outliers make a jump
     probe_emb: torch.Tensor  # (W, K, D): unit embeddings of the last probed faces under each of the K candidates
     # (W, K, 2, T): per-face mean and variance of each channel entering the T tail channels (the BN layers past
     # ``depth``, which no candidate adapts), under each candidate: select_by="divergence"'s evidence
@@ -134,7 +143,7 @@ class _Stream:
     def tensors(self) -> dict[str, torch.Tensor]:
         names = ("slot_count", "slot_last", "slot_sig", "slot_mean", "slot_var", "pending_sig")
         names += ("pending_mean", "pending_var", "history", "window", "window_sig", "probe_emb", "probe_sig")
-        names += ("probe_tail",)
+        names += ("probe_tail", "window_mean", "window_var")
         return {n: getattr(self, n) for n in names}
 
 
@@ -168,6 +177,7 @@ class SafeFaceBN:
         min_history: int = 16,
         jump_window: int = 16,
         jump_fraction: float = 0.5,
+        reseed: bool = True,
         change_z: float = 0.0,
         change_window: int = 16,
         select: Sequence[float] = (0.0, 0.25, 0.5),
@@ -176,6 +186,7 @@ class SafeFaceBN:
         select_window: int = 32,
         select_min: int = 8,
         select_z: float = 2.0,
+        hedge: bool = True,
         taper: Sequence[float] = (0.0, 0.25, 0.5),
         anchor: torch.Tensor | np.ndarray | None = None,
         anchor_source: str | None = None,
@@ -223,7 +234,7 @@ class SafeFaceBN:
         self.prior, self.alpha_max, self.same_face = float(prior), float(alpha_max), float(same_face)
         self.skip, self.depth, self.gate, self.var_mix = float(skip), float(depth), float(gate), float(var_mix)
         self.var_skip, self.var_in = float(var_skip), var_in
-        self.outlier_z, self.jump_fraction = float(outlier_z), float(jump_fraction)
+        self.outlier_z, self.jump_fraction, self.reseed = float(outlier_z), float(jump_fraction), bool(reseed)
         self.min_faces, self.memory, self.delay, self.member_cap = (
             int(min_faces),
             int(memory),
@@ -234,6 +245,7 @@ class SafeFaceBN:
         self.change_z, self.change_window = float(change_z), int(change_window)
         self.select, self.select_every, self.select_dense = select, int(select_every), int(select_dense)
         self.select_window, self.select_min, self.select_z = int(select_window), int(select_min), float(select_z)
+        self.hedge = bool(hedge)
         self.taper = taper
         # The candidates: their first adapted layer (as a fraction of the depth; None: no layer adapts), and
         # TAPER for the tapered profile, which with ``select`` is one more candidate of the choice. Without
@@ -241,6 +253,8 @@ class SafeFaceBN:
         self.options: list[float | str | None] = (
             [None, *select, *([TAPER] if taper else [])] if select else [TAPER if taper else self.skip]
         )
+        # With ``hedge``, the candidates whose mean a stream uses until its choice is made: the starts.
+        self._starts = [k for k, o in enumerate(self.options) if isinstance(o, float)] if select and hedge else []
         # The direction the choice aims at; read only when there is a choice to make.
         self.select_by = select_by
         by_anchor = bool(select) and select_by == "anchor"
@@ -350,9 +364,10 @@ class SafeFaceBN:
             "alpha": round(st.alpha, 6) if st else 0.0,
             # The mean divergence gate over the adapted layers (1.0 without a gate, 0.0 before any evidence).
             "gate": round(self._mean_gate(st), 6) if st else 0.0,
-            # The first adapted layer in use, as a fraction of the depth, or "taper" (None: no layer adapts, which
-            # is the choice until the stream has evidence and whenever no candidate brings it nearer the anchor).
-            "layers_from": self.options[st.choice] if st and st.alpha > 0 else None,
+            # The first adapted layer in use, as a fraction of the depth, or "taper", or "hedge" (the mean of the
+            # starts, before the choice is made; ``hedge``). None: no layer adapts, which is the case until the
+            # stream has evidence and whenever no candidate brings it nearer the anchor.
+            "layers_from": (HEDGE if self._hedging(st) else self.options[st.choice]) if st and st.alpha > 0 else None,
             "probed": st.n_probed if st else 0,
             "pending": len(st.pending_mean) if st else 0,
             "change_score": round(st.change_score, 4) if st else 0.0,
@@ -406,6 +421,19 @@ class SafeFaceBN:
                 d = {**d, "probe_tail": template.probe_tail[:0]}
                 if self._tail_width:
                     d["n_probed"] = 0
+            if "window" in d and not any(k.endswith(".window_mean") for k in d):
+                # Saved before the jump window kept its outliers' statistics (``reseed``): it starts afresh.
+                n = len(d["window"])
+                d = {
+                    **d,
+                    **{
+                        f"{name}.{key}": torch.zeros(n, sl.stop - sl.start)
+                        for name, sl in self._slices.items()
+                        for key in ("window_mean", "window_var")
+                    },
+                    "window": torch.zeros(n, dtype=torch.bool),
+                    "n_window": 0,
+                }
             expected = {f"{name}.{key}" for name in self.layers for key in CHANNEL_STATE}
             expected |= set(template.tensors()) - set(CHANNEL_STATE) | {*STREAM_INTS, *COUNTERS}
             if set(d) != expected:
@@ -491,6 +519,8 @@ class SafeFaceBN:
             history=torch.zeros(self.history, device=dev),
             window=torch.zeros(self.jump_window, dtype=torch.bool, device=dev),
             window_sig=torch.zeros(self.jump_window, dim, device=dev),
+            window_mean=torch.zeros(self.jump_window, c, device=dev),
+            window_var=torch.zeros(self.jump_window, c, device=dev),
             probe_emb=torch.zeros(self.select_window, len(self.options), dim, device=dev),
             probe_sig=torch.zeros(self.select_window, dim, device=dev),
             # only the divergence choice reads tail moments; the anchor choice keeps an empty (T = 0) ring
@@ -524,7 +554,7 @@ class SafeFaceBN:
             weight = weight * st.gates[self._layer_of]
         # (K, 2, C): one mix of means and variances per candidate
         st.mixes = self._source + st.alpha * self._moment_weight * weight[:, None] * (target - self._source)
-        st.mixed = st.mixes[st.choice]
+        st.mixed = self._hedge_mix(st) if self._hedging(st) else st.mixes[st.choice]
         # The yardstick of the outlier test: how far faces' channel means spread around the memory's mean,
         # floored at a hundredth of the channel's variance so that a channel every face leaves at zero
         # (a dead unit) cannot make one face an outlier on its own.
@@ -541,6 +571,16 @@ class SafeFaceBN:
         divergence = self._layer_mean((target_mean - self._source[0].double()) ** 2 / var)
         noise = self._layer_mean(between / (k * var))
         return (1 - self.gate * noise / divergence.clamp(min=1e-12)).clamp(0.0, 1.0).float()
+
+    def _hedging(self, st: _Stream) -> bool:
+        """Whether ``st`` has statistics to adapt with but no choice yet (fewer than ``select_min`` probes)."""
+        return bool(self._starts) and st.mixes is not None and min(st.n_probed, self.select_window) < self.select_min
+
+    def _hedge_mix(self, st: _Stream) -> torch.Tensor:
+        """The mean of the start candidates' statistics: what a stream adapts with before its choice is made.
+        Each layer's means move by the share of the starts that reach it (with ``var_in="taper"`` the starts
+        move no variance), a bet on none of them."""
+        return self._source + (st.mixes[self._starts] - self._source).mean(0)  # exact where no start moves
 
     def _layer_mean(self, values: torch.Tensor) -> torch.Tensor:
         """(C,) per-channel values -> (L,) their mean over each BN layer's channels (float64)."""
@@ -600,13 +640,21 @@ class SafeFaceBN:
             # The jump window counts distinct outliers: a burst of one odd person is one odd face, not a jump.
             repeat = outlier and bool(((st.window_sig @ sig[i])[st.window] >= self.same_face).any())
             if not repeat:
-                st.window[st.n_window % self.jump_window] = outlier
-                st.window_sig[st.n_window % self.jump_window] = sig[i] if outlier else 0.0
+                pos = st.n_window % self.jump_window
+                st.window[pos] = outlier
+                st.window_sig[pos] = sig[i] if outlier else 0.0
+                st.window_mean[pos] = face_mean[i] if outlier else 0.0
+                st.window_var[pos] = face_var[i] if outlier else 0.0
                 st.n_window += 1
             if outlier:
                 c["rejected_outlier"] += 1
                 if st.n_window >= self.jump_window and int(st.window.sum()) >= self.jump_fraction * self.jump_window:
+                    jumped = st.window.clone(), st.window_sig.clone(), st.window_mean.clone(), st.window_var.clone()
                     self._forget(st)
+                    if self.reseed:
+                        # The outliers that showed the jump are the new distribution's first distinct faces.
+                        for j in jumped[0].nonzero().flatten().tolist():
+                            self._remember(st, jumped[1][j], jumped[2][j], jumped[3][j])
                     c["resets"] += 1
                     changed = True
                 continue
@@ -678,16 +726,17 @@ class SafeFaceBN:
             return
         idx = torch.tensor(picked, device=x.device)
         by_divergence = self.select_by == "divergence"
+        served = None if self._hedging(st) else st.choice  # the candidate the batch was embedded with
         views, tails = [], []
         try:
             for k, mix in enumerate(st.mixes):
-                if k == st.choice and not by_divergence:
+                if k == served and not by_divergence:
                     views.append(sig[idx])
                     continue
                 # By divergence every candidate is re-run, the one in use too, so that all K see one batch.
                 self._mix, self._seen = mix, {}
                 out = self.model(x[idx])
-                views.append(sig[idx] if k == st.choice else F.normalize(out.detach().float().flatten(1), dim=1))
+                views.append(sig[idx] if k == served else F.normalize(out.detach().float().flatten(1), dim=1))
                 if by_divergence:
                     tails.append(
                         torch.stack(
@@ -711,13 +760,15 @@ class SafeFaceBN:
             st.n_probed += 1
         n = min(st.n_probed, self.select_window)
         if n >= self.select_min:
+            # A stream leaving its hedge has no candidate in use to hold on to: its first choice is the best.
+            current = None if served is None else st.choice
             if by_divergence:
-                st.choice = self._choose_by_divergence(st.probe_tail[:n], st.choice)
+                st.choice = self._choose_by_divergence(st.probe_tail[:n], current)
             else:
-                st.choice = self._choose(st.probe_emb[:n], st.choice)
-            st.mixed = st.mixes[st.choice]
+                st.choice = self._choose(st.probe_emb[:n], current)
+        st.mixed = self._hedge_mix(st) if self._hedging(st) else st.mixes[st.choice]
 
-    def _choose(self, probed: torch.Tensor, current: int) -> int:
+    def _choose(self, probed: torch.Tensor, current: int | None) -> int:
         """The candidate whose mean embedding of the probed faces ((n, K, D)) points closest to the anchor. Ties
         (every candidate equal, as before any statistics move) keep the first: no adaptation. With ``select_z``
         > 0 the stream leaves its current candidate only for one ahead by more than ``select_z`` jackknife
@@ -730,18 +781,18 @@ class SafeFaceBN:
         loo = F.normalize(total[None] - probed, dim=2) @ anchor  # (n, K)
         return self._pick(scores, loo, current)
 
-    def _pick(self, scores: torch.Tensor, loo: torch.Tensor, current: int) -> int:
+    def _pick(self, scores: torch.Tensor, loo: torch.Tensor, current: int | None) -> int:
         """The best of the (K,) ``scores``; with ``select_z`` > 0 only if ahead of ``current`` by more than
         ``select_z`` jackknife standard errors of the difference, from the leave-one-face-out scores ``loo`` (n, K)."""
         best = int(scores.argmax())
-        if best == current or self.select_z == 0 or len(loo) < 2:
+        if current is None or best == current or self.select_z == 0 or len(loo) < 2:
             return best
         n = len(loo)
         d = loo[:, best] - loo[:, current]
         se = float(((n - 1) / n * (d - d.mean()).square().sum()).sqrt())
         return best if float(scores[best] - scores[current]) > self.select_z * se else current
 
-    def _choose_by_divergence(self, tail: torch.Tensor, current: int) -> int:
+    def _choose_by_divergence(self, tail: torch.Tensor, current: int | None) -> int:
         """The candidate under which the probed faces ((n, K, 2, T) per-face means and variances of the tail
         channels) reach the layers past ``depth`` most like training: the lowest Gaussian KL divergence of the
         channels' population statistics from their running ones, averaged over channels, then layers. Ties keep
@@ -769,7 +820,7 @@ class SafeFaceBN:
     def _mean_gate(self, st: _Stream) -> float:
         if st.reference is None:
             return 0.0
-        layers = self._layer_masks[st.choice]
+        layers = self._layer_masks[self._starts].any(0) if self._hedging(st) else self._layer_masks[st.choice]
         if not bool(layers.any()):
             return 0.0
         if st.gates is None:

@@ -14,7 +14,7 @@ from aird.errors import ConfigError
 # Small enough that the toy's embeddings of distinct faces never look like near-duplicates by accident.
 # The toy has 3 BN layers: skip 0 and depth 0.5 adapt the first two, whose target statistics the tests know.
 # select=() and no taper: these tests fix the adapted layers (means only); the choice among candidates, the
-# taper and the variances have tests of their own below.
+# taper, the variances, the hedge and reseeding have tests of their own below.
 SETTINGS = {
     "same_face": 0.97,
     "min_faces": 4,
@@ -28,6 +28,8 @@ SETTINGS = {
     "var_mix": 0.0,
     "var_skip": 0.0,
     "var_in": "all",
+    "hedge": False,
+    "reseed": False,
 }
 
 
@@ -381,6 +383,8 @@ def test_registry_settings_and_the_stream_default(net):
         0.25,
         "taper",
     )
+    # The fifth: a stream hedges with the mean of the starts until its choice, and reseeds after a jump.
+    assert settings["hedge"] is True and settings["reseed"] is True
     assert set(SETTING_NAMES) <= set(settings)
     for bad in ({"alpha_max": 1.5}, {"memory": 1}, {"prior": 0}, {"min_history": 500}, {"skip": 1.0}):
         with pytest.raises(ConfigError, match=next(iter(bad))):
@@ -876,3 +880,86 @@ def test_change_settings_are_checked(net):
     SafeFaceBN(net, **{**SETTINGS, "change_window": 17})  # off: the window is never read
     with pytest.raises(ConfigError, match="change_z"):
         SafeFaceBN(net, **{**SETTINGS, "change_z": -1.0})
+
+
+def test_with_reseed_the_outliers_that_made_a_jump_are_the_new_memory():
+    """After a jump the memory restarts; with ``reseed`` it restarts from the distinct outliers that showed the
+    jump, so the stream adapts to the new distribution at once instead of after min_faces + delay new faces."""
+    night = [faces(8, shift=-2.0, scale=1.0, seed=90 + s) for s in range(2)]
+    plain, reseeded = warmed(source_net()), warmed(source_net(), reseed=True)  # SETTINGS: reseed off
+    for batch in night:
+        plain(batch, stream="cam")
+        reseeded(batch, stream="cam")
+    before, after = plain.stream_info("cam"), reseeded.stream_info("cam")
+    assert before["resets"] == after["resets"] == 1
+    assert before["alpha"] == 0.0 and before["evidence"] == 0
+    window = int(reseeded.jump_window * reseeded.jump_fraction)
+    assert after["evidence"] >= min(window, SETTINGS["min_faces"]) and after["alpha"] > 0
+    with torch.no_grad():
+        night_mean = source_net()[0](torch.cat(night)).mean((0, 2, 3))
+    kept = reseeded._streams["cam"].mixed[0, reseeded._slices["1"]]
+    training = reseeded.layers["1"].running_mean
+    assert (kept - night_mean).abs().sum() < (training - night_mean).abs().sum()  # already toward the night
+
+
+def test_a_state_saved_before_the_window_kept_statistics_loads_with_a_fresh_window():
+    adapter = warmed(source_net(), n_batches=6)
+    adapter(faces(8, shift=-2.0, scale=1.0, seed=90), stream="cam")  # a few outliers in the window
+    saved = adapter.state_dict()["cam"]
+    older = {k: v for k, v in saved.items() if not k.endswith((".window_mean", ".window_var"))}
+    restored = SafeFaceBN(source_net(), **{**SETTINGS, "reseed": True})
+    restored.load_state_dict({"cam": older})
+    st = restored._streams["cam"]
+    assert st.n_window == 0 and not bool(st.window.any())
+    assert restored.stream_info("cam")["evidence"] == adapter.stream_info("cam")["evidence"]
+
+
+HEDGED = {**SELECT, "select": (0.0, 0.25, 0.5), "taper": (0.0, 0.25, 0.5), "var_mix": 1.0, "var_in": "taper"}
+
+
+def test_before_its_choice_a_hedged_stream_adapts_with_the_mean_of_the_starts():
+    """``hedge``: from its first evidence until ``select_min`` faces are probed, a stream normalises with the
+    mean of the start candidates' statistics (no variance moves: only the taper moves variances)."""
+    kw = {**HEDGED, "select_min": 1000, "select_window": 1000}
+    hedged = SafeFaceBN(deep_net(8), **{**kw, "hedge": True}, anchor=torch.ones(16))
+    waiting = SafeFaceBN(deep_net(8), **kw, anchor=torch.ones(16))
+    for s in range(6):
+        hedged(shifted(8, seed=s), stream="cam")
+        waiting(shifted(8, seed=s), stream="cam")
+    assert waiting.stream_info("cam")["layers_from"] is None and adapted_layers(waiting) == []
+    info, st = hedged.stream_info("cam"), hedged._streams["cam"]
+    assert info["alpha"] > 0 and info["layers_from"] == "hedge"
+    starts = [hedged.options.index(v) for v in (0.0, 0.25, 0.5)]
+    torch.testing.assert_close(st.mixed, st.mixes[starts].mean(0))
+    torch.testing.assert_close(st.mixed[1], hedged._source[1])  # the starts move means only
+    assert adapted_layers(hedged) == list(range(6))  # every layer some start reaches
+    # While hedging, the faces as served are no candidate's: every candidate is re-run for the probes.
+    calls = []
+    hedged.model.register_forward_hook(lambda m, i, o: calls.append(len(i[0])))
+    before = info["probed"]
+    hedged(shifted(8, seed=50), stream="cam")
+    probed = hedged.stream_info("cam")["probed"] - before
+    assert probed > 0 and sum(calls) == 8 + len(hedged.options) * probed
+
+
+def test_a_hedged_streams_first_choice_is_the_best_candidate_then_select_z_holds_it():
+    anchor = probed_means(fed(torch.ones(16)))[2]
+    kw = {**SELECT, "select_z": 1e6}
+    hedged, waiting = (SafeFaceBN(deep_net(8), **{**kw, "hedge": h}, anchor=anchor) for h in (True, False))
+    first = None
+    for s in range(10):
+        hedged(shifted(8, seed=s), stream="cam")
+        waiting(shifted(8, seed=s), stream="cam")
+        st = hedged._streams["cam"]
+        if first is None and st.n_probed >= SELECT["select_min"]:
+            # No candidate was in use to hold on to: the first choice is the best on the faces probed so far.
+            first = st.choice
+            assert first == int((probed_means(hedged) @ hedged.anchor).argmax()) and first != 0
+    assert first is not None and hedged._streams["cam"].choice == first  # then select_z 10^6 holds it
+    assert hedged.stream_info("cam")["layers_from"] == hedged.options[first]
+    assert waiting.stream_info("cam")["layers_from"] is None  # without the hedge, "none" is held instead
+    restored = SafeFaceBN(deep_net(8), **{**kw, "hedge": True}, anchor=anchor)
+    restored.load_state_dict(hedged.state_dict())
+    assert restored.stream_info("cam") == hedged.stream_info("cam")
+    x = shifted(4, seed=70)
+    assert torch.equal(restored(x, stream="cam"), hedged(x, stream="cam"))
