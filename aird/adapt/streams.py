@@ -12,8 +12,8 @@ does not collapse: with its fifth defaults (it hedges before its choice of layer
 on both split students' 36 streams under three stream orders none is below ``off`` by more than 0.3 points
 on the mean of the orders, and both meet issue 12's +3 on ORL 16 px and on LFW's mixed shift on that mean.
 It is still not on by default: the five single capture shifts and the web domain, which the bar also
-names, are not yet measured with these settings, and under a single order one family of streams still
-loses (split A, ORL 16 px day-night: -0.83, within one standard error). Name it (``adapt="facebn-safe"``)
+names, are not yet measured with these settings, and under a single order some streams still lose (up to
+1.11 points, ORL day-night, within one standard error). Name it (``adapt="facebn-safe"``)
 for a camera whose shift it is measured to help, such as LFW's mixed capture shift.
 """
 
