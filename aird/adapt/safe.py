@@ -393,8 +393,8 @@ class SafeFaceBN:
     def state_dict(self) -> dict[str, dict[str, Any]]:
         """``{stream: {key: tensor or int}}``, plain tensors and ints (``torch.load(weights_only=True)`` reads it).
 
-        Per batch-norm layer ``<layer>.slot_mean``, ``<layer>.slot_var``, ``<layer>.pending_mean`` and
-        ``<layer>.pending_var``; then ``slot_count``, ``slot_last``, ``slot_sig``, ``pending_sig``,
+        Per batch-norm layer ``<layer>.slot_mean``, ``<layer>.slot_var``, ``<layer>.pending_mean``,
+        ``<layer>.pending_var``, ``<layer>.window_mean`` and ``<layer>.window_var``; then ``slot_count``, ``slot_last``, ``slot_sig``, ``pending_sig``,
         ``history``, ``window``, ``window_sig``, ``probe_emb``, ``probe_sig``, ``probe_tail`` (empty unless
         ``select_by="divergence"``), the ints of ``STREAM_INTS`` and the counters.
         """
