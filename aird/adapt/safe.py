@@ -649,12 +649,13 @@ class SafeFaceBN:
             if outlier:
                 c["rejected_outlier"] += 1
                 if st.n_window >= self.jump_window and int(st.window.sum()) >= self.jump_fraction * self.jump_window:
-                    jumped = st.window.clone(), st.window_sig.clone(), st.window_mean.clone(), st.window_var.clone()
+                    # _forget gives the stream fresh tensors, so these still hold the window's outliers.
+                    window, sigs, means, variances = st.window, st.window_sig, st.window_mean, st.window_var
                     self._forget(st)
                     if self.reseed:
                         # The outliers that showed the jump are the new distribution's first distinct faces.
-                        for j in jumped[0].nonzero().flatten().tolist():
-                            self._remember(st, jumped[1][j], jumped[2][j], jumped[3][j])
+                        for j in window.nonzero().flatten().tolist():
+                            self._remember(st, sigs[j], means[j], variances[j])
                     c["resets"] += 1
                     changed = True
                 continue
