@@ -19,7 +19,7 @@ from aird.adapt.tent import Tent, prediction_entropy
 
 # The stream-safe adapter that make_stream_adapter builds and the stream benchmark names as its default
 # (docs/facebn.md, "facebn-safe"). aird.load()'s recognizer and the service keep
-# aird.adapt.streams.DEFAULT_STREAM_ADAPT ("off"): its fifth defaults meet issue 12's bar on both split
+# aird.adapt.streams.DEFAULT_STREAM_ADAPT ("off"): its defaults meet issue 12's bar on both split
 # students' 36 streams on the mean of three stream orders, but lose on some single capture shifts
 # (aird.adapt.streams says more).
 STREAM_DEFAULT = "facebn-safe"

@@ -32,7 +32,10 @@ and the memory's, weighted by how many distinct faces the memory holds:
   ``card_anchor``). A stream whose adaptation would move its faces away from that space keeps its training
   statistics. Until ``select_min`` faces are probed there is no choice: the stream adapts with no layer, or,
   with ``hedge``, with the mean of the start candidates' statistics, and its first choice is then the best
-  candidate (``select_z`` holds only a candidate in use). ``select_by="divergence"`` chooses instead the
+  candidate (``select_z`` holds only a candidate in use). A stream whose unadapted faces already point within
+  ``min_angle`` degrees of the anchor (the sampling noise of their mean taken out) keeps its training
+  statistics: its shift, if any, does not move its faces out of the space the student aims at, and adapting
+  there cost points (low light, blur). ``select_by="divergence"`` chooses instead the
   candidate under which the layers past ``depth`` see inputs most like training (measured, not the
   default). The ``taper`` is one more candidate: a graded
   profile in which each layer moves by the share of the taper's starts that reach it (the shallowest least),
@@ -45,6 +48,7 @@ Formulas, defaults and the prior work they come from: docs/facebn.md ("facebn-sa
 
 from __future__ import annotations
 
+import math
 from dataclasses import dataclass, field
 from functools import partial
 from pathlib import Path
@@ -94,6 +98,7 @@ SETTINGS = (
     "select_window",
     "select_min",
     "select_z",
+    "min_angle",
     "hedge",
 )
 TAPER = "taper"  # the name of the tapered candidate among SafeFaceBN.options
@@ -186,6 +191,7 @@ class SafeFaceBN:
         select_window: int = 32,
         select_min: int = 8,
         select_z: float = 2.0,
+        min_angle: float = 5.0,
         hedge: bool = True,
         taper: Sequence[float] = (0.0, 0.25, 0.5),
         anchor: torch.Tensor | np.ndarray | None = None,
@@ -223,6 +229,7 @@ class SafeFaceBN:
             "select_window": select_window >= 1,
             "select_min": 1 <= select_min <= select_window,
             "select_z": select_z >= 0.0,
+            "min_angle": 0.0 <= min_angle < 90.0,
             "taper": all(0.0 <= v < depth for v in taper) and len(set(taper)) == len(taper),
             # the divergence is measured on the layers past ``depth``: there must be some
             "select_by": select_by == "anchor" or (select_by == "divergence" and depth < 1.0),
@@ -245,6 +252,7 @@ class SafeFaceBN:
         self.change_z, self.change_window = float(change_z), int(change_window)
         self.select, self.select_every, self.select_dense = select, int(select_every), int(select_dense)
         self.select_window, self.select_min, self.select_z = int(select_window), int(select_min), float(select_z)
+        self.min_angle = float(min_angle)
         self.hedge = bool(hedge)
         self.taper = taper
         # The candidates: their first adapted layer (as a fraction of the depth; None: no layer adapts), and
@@ -369,6 +377,9 @@ class SafeFaceBN:
             # stream has evidence and whenever no candidate brings it nearer the anchor.
             "layers_from": (HEDGE if self._hedging(st) else self.options[st.choice]) if st and st.alpha > 0 else None,
             "probed": st.n_probed if st else 0,
+            # How far (degrees) the probed faces, as the training statistics embed them, point from the anchor,
+            # sampling noise taken out; below ``min_angle`` the stream keeps its training statistics.
+            "anchor_angle": self._unadapted_angle(st) if st else None,
             "pending": len(st.pending_mean) if st else 0,
             "change_score": round(st.change_score, 4) if st else 0.0,
             **{k: v for k, v in counters.items() if k != "step"},
@@ -571,6 +582,12 @@ class SafeFaceBN:
         divergence = self._layer_mean((target_mean - self._source[0].double()) ** 2 / var)
         noise = self._layer_mean(between / (k * var))
         return (1 - self.gate * noise / divergence.clamp(min=1e-12)).clamp(0.0, 1.0).float()
+
+    def _unadapted_angle(self, st: _Stream) -> float | None:
+        n = min(st.n_probed, self.select_window)
+        if self.anchor is None or self.options[0] is not None or n < 2:
+            return None
+        return round(anchor_angle(st.probe_emb[:n, 0], self.anchor), 3)
 
     def _hedging(self, st: _Stream) -> bool:
         """Whether ``st`` has statistics to adapt with but no choice yet (fewer than ``select_min`` probes)."""
@@ -780,6 +797,8 @@ class SafeFaceBN:
         if len(probed) < 2:
             return int(scores.argmax())
         loo = F.normalize(total[None] - probed, dim=2) @ anchor  # (n, K)
+        if self.min_angle > 0 and self.options[0] is None and anchor_angle(probed[:, 0], anchor) < self.min_angle:
+            return 0  # the faces as training statistics embed them already point where the anchor does
         return self._pick(scores, loo, current)
 
     def _pick(self, scores: torch.Tensor, loo: torch.Tensor, current: int | None) -> int:
@@ -859,6 +878,24 @@ class SafeFaceBN:
         slot = int(free[0]) if len(free) else int(st.slot_last.argmin())
         st.slot_count[slot], st.slot_last[slot] = 1, clock
         st.slot_sig[slot], st.slot_mean[slot], st.slot_var[slot] = sig, mean, var
+
+
+def anchor_angle(embeddings: torch.Tensor, anchor: torch.Tensor) -> float:
+    """The angle in degrees between the population mean direction of ``embeddings`` ((n, D), unit rows) and the
+    unit ``anchor``, with the sampling noise of the mean taken out: the mean of n faces lies off any direction by
+    about the spread of the faces over n even when the population's mean lies on it, so the squared component of
+    the mean across the anchor loses the sample covariance's trace across it over n. Infinite below two faces."""
+    n = len(embeddings)
+    if n < 2:
+        return math.inf
+    e = embeddings.double()
+    a = anchor.double().to(e.device)
+    mean = e.mean(0)
+    along = float(mean @ a)
+    across = e - (e @ a)[:, None] * a  # each face's component across the anchor
+    noise = float((across - across.mean(0)).square().sum()) / (n - 1) / n
+    squared = float((across.mean(0)).square().sum()) - noise
+    return math.degrees(math.atan2(math.sqrt(max(squared, 0.0)), along))
 
 
 def gaussian_kl(mean: torch.Tensor, var: torch.Tensor, ref_mean: torch.Tensor, ref_var: torch.Tensor) -> torch.Tensor:

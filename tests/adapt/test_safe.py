@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import math
+
 import pytest
 import torch
 import torch.nn.functional as F
@@ -9,6 +11,7 @@ from torch import nn
 
 from aird.adapt import ADAPTERS, STREAM_DEFAULT, SafeFaceBN, make_adapter, make_stream_adapter
 from aird.adapt.safe import SETTINGS as SETTING_NAMES
+from aird.adapt.safe import anchor_angle
 from aird.errors import ConfigError
 
 # Small enough that the toy's embeddings of distinct faces never look like near-duplicates by accident.
@@ -385,6 +388,8 @@ def test_registry_settings_and_the_stream_default(net):
     )
     # The fifth: a stream hedges with the mean of the starts until its choice, and reseeds after a jump.
     assert settings["hedge"] is True and settings["reseed"] is True
+    # The sixth: a stream whose unadapted faces point within 5 degrees of the anchor keeps its training statistics.
+    assert settings["min_angle"] == 5.0
     assert set(SETTING_NAMES) <= set(settings)
     for bad in ({"alpha_max": 1.5}, {"memory": 1}, {"prior": 0}, {"min_history": 500}, {"skip": 1.0}):
         with pytest.raises(ConfigError, match=next(iter(bad))):
@@ -597,6 +602,7 @@ SELECT = {
     "select_every": 1,
     "select_min": 4,
     "select_z": 0.0,  # the plain argmax; the significance rule has its own test
+    "min_angle": 0.0,  # the toy's faces spread too widely for their mean's angle to stand out; tested below
     "outlier_z": 1e6,
 }
 
@@ -651,6 +657,46 @@ def test_select_z_keeps_the_candidate_in_use_unless_another_is_ahead_beyond_nois
         adapter.select_z = z
         assert adapter._choose(probed, 0) == (2 if lead > z * se else 0)
     adapter.select_z = 0.0
+    assert adapter._choose(probed, 0) == 2
+
+
+def test_anchor_angle_takes_the_sampling_noise_of_the_mean_out():
+    """The mean of n faces lies off its population's direction by about their spread over n; the angle does not."""
+    anchor = F.normalize(torch.randn(64, generator=torch.Generator().manual_seed(0)), dim=0)
+    across = F.normalize(torch.randn(64, generator=torch.Generator().manual_seed(1)), dim=0)
+    across = F.normalize(across - (across @ anchor) * anchor, dim=0)
+    for true in (0.0, 6.0):
+        centre = anchor * math.cos(math.radians(true)) + across * math.sin(math.radians(true))
+        for n in (8, 32):
+            raw, debiased = [], []
+            for s in range(200):
+                noise = torch.randn(n, 64, generator=torch.Generator().manual_seed(100 + s)) * 0.05
+                e = F.normalize(centre + noise, dim=1)
+                raw.append(math.degrees(math.acos(min(float(F.normalize(e.mean(0), dim=0) @ anchor), 1.0))))
+                debiased.append(anchor_angle(e, anchor))
+            bias = sum(debiased) / len(debiased) - true
+            assert abs(bias) < (1.0 if true else 2.0) and sum(raw) / len(raw) - true > 1.5 * abs(bias)
+    assert anchor_angle(anchor[None], anchor) == math.inf  # one face: no spread to take out
+    assert anchor_angle(-anchor[None].repeat(4, 1), anchor) == pytest.approx(180.0, abs=1e-3)
+
+
+def beyond_candidate_2() -> torch.Tensor:
+    """An anchor past where candidate 2 puts the toy stream's faces, seen from candidate 0: far enough from both
+    that the angles stand out of the sampling noise of 32 toy faces (whose embeddings spread widely)."""
+    means = probed_means(fed(torch.ones(16)))
+    return F.normalize(means[2] + 3 * (means[2] - means[0]), dim=0)
+
+
+def test_min_angle_keeps_a_stream_already_pointing_at_the_anchor_unadapted():
+    adapter = fed(beyond_candidate_2())
+    st = adapter._streams["cam"]
+    probed = st.probe_emb[: min(st.n_probed, adapter.select_window)]
+    assert adapter._choose(probed, 0) == 2  # without min_angle, the candidate nearest the anchor
+    unadapted = anchor_angle(probed[:, 0], adapter.anchor)
+    assert 0 < unadapted < 90
+    adapter.min_angle = unadapted * 1.01
+    assert adapter._choose(probed, 0) == 0 and adapter._choose(probed, 2) == 0
+    adapter.min_angle = unadapted * 0.99
     assert adapter._choose(probed, 0) == 2
 
 
