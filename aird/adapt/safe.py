@@ -99,6 +99,7 @@ SETTINGS = (
     "select_min",
     "select_z",
     "min_angle",
+    "angle_z",
     "hedge",
 )
 TAPER = "taper"  # the name of the tapered candidate among SafeFaceBN.options
@@ -192,6 +193,7 @@ class SafeFaceBN:
         select_min: int = 8,
         select_z: float = 2.0,
         min_angle: float = 5.0,
+        angle_z: float = 0.0,
         hedge: bool = True,
         taper: Sequence[float] = (0.0, 0.25, 0.5),
         anchor: torch.Tensor | np.ndarray | None = None,
@@ -230,6 +232,7 @@ class SafeFaceBN:
             "select_min": 1 <= select_min <= select_window,
             "select_z": select_z >= 0.0,
             "min_angle": 0.0 <= min_angle < 90.0,
+            "angle_z": angle_z >= 0.0,
             "taper": all(0.0 <= v < depth for v in taper) and len(set(taper)) == len(taper),
             # the divergence is measured on the layers past ``depth``: there must be some
             "select_by": select_by == "anchor" or (select_by == "divergence" and depth < 1.0),
@@ -252,7 +255,7 @@ class SafeFaceBN:
         self.change_z, self.change_window = float(change_z), int(change_window)
         self.select, self.select_every, self.select_dense = select, int(select_every), int(select_dense)
         self.select_window, self.select_min, self.select_z = int(select_window), int(select_min), float(select_z)
-        self.min_angle = float(min_angle)
+        self.min_angle, self.angle_z = float(min_angle), float(angle_z)
         self.hedge = bool(hedge)
         self.taper = taper
         # The candidates: their first adapted layer (as a fraction of the depth; None: no layer adapts), and
@@ -380,6 +383,8 @@ class SafeFaceBN:
             # How far (degrees) the probed faces, as the training statistics embed them, point from the anchor,
             # sampling noise taken out; below ``min_angle`` the stream keeps its training statistics.
             "anchor_angle": self._unadapted_angle(st) if st else None,
+            # Its jackknife standard error over the probed faces (``angle_z``).
+            "anchor_angle_se": self._unadapted_angle_se(st) if st else None,
             "pending": len(st.pending_mean) if st else 0,
             "change_score": round(st.change_score, 4) if st else 0.0,
             **{k: v for k, v in counters.items() if k != "step"},
@@ -589,6 +594,12 @@ class SafeFaceBN:
             return None
         return round(anchor_angle(st.probe_emb[:n, 0], self.anchor), 3)
 
+    def _unadapted_angle_se(self, st: _Stream) -> float | None:
+        n = min(st.n_probed, self.select_window)
+        if self.anchor is None or self.options[0] is not None or n < 3:
+            return None
+        return round(anchor_angle_jackknife(st.probe_emb[:n, 0], self.anchor)[1], 3)
+
     def _hedging(self, st: _Stream) -> bool:
         """Whether ``st`` has statistics to adapt with but no choice yet (fewer than ``select_min`` probes)."""
         return bool(self._starts) and st.mixes is not None and min(st.n_probed, self.select_window) < self.select_min
@@ -797,9 +808,17 @@ class SafeFaceBN:
         if len(probed) < 2:
             return int(scores.argmax())
         loo = F.normalize(total[None] - probed, dim=2) @ anchor  # (n, K)
-        if self.min_angle > 0 and self.options[0] is None and anchor_angle(probed[:, 0], anchor) < self.min_angle:
+        if self.min_angle > 0 and self.options[0] is None and self._angle_bound(probed[:, 0], anchor) < self.min_angle:
             return 0  # the faces as training statistics embed them already point where the anchor does
         return self._pick(scores, loo, current)
+
+    def _angle_bound(self, embeddings: torch.Tensor, anchor: torch.Tensor) -> float:
+        """The anchor angle of ``embeddings`` less ``angle_z`` jackknife standard errors: with ``angle_z`` > 0 a
+        stream leaves "none" only when its faces point beyond ``min_angle`` by more than the angle's noise."""
+        if self.angle_z == 0:
+            return anchor_angle(embeddings, anchor)
+        angle, se = anchor_angle_jackknife(embeddings, anchor)
+        return angle - self.angle_z * se
 
     def _pick(self, scores: torch.Tensor, loo: torch.Tensor, current: int | None) -> int:
         """The best of the (K,) ``scores``; with ``select_z`` > 0 only if ahead of ``current`` by more than
@@ -896,6 +915,17 @@ def anchor_angle(embeddings: torch.Tensor, anchor: torch.Tensor) -> float:
     noise = float((across - across.mean(0)).square().sum()) / (n - 1) / n
     squared = float((across.mean(0)).square().sum()) - noise
     return math.degrees(math.atan2(math.sqrt(max(squared, 0.0)), along))
+
+
+def anchor_angle_jackknife(embeddings: torch.Tensor, anchor: torch.Tensor) -> tuple[float, float]:
+    """:func:`anchor_angle` of ``embeddings`` ((n, D)) and its leave-one-face-out jackknife standard error
+    (infinite below three faces)."""
+    n = len(embeddings)
+    angle = anchor_angle(embeddings, anchor)
+    if n < 3:
+        return angle, math.inf
+    loo = torch.tensor([anchor_angle(torch.cat([embeddings[:i], embeddings[i + 1 :]]), anchor) for i in range(n)])
+    return angle, float(((n - 1) / n * (loo - loo.mean()).square().sum()).sqrt())
 
 
 def gaussian_kl(mean: torch.Tensor, var: torch.Tensor, ref_mean: torch.Tensor, ref_var: torch.Tensor) -> torch.Tensor:

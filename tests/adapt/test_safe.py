@@ -11,7 +11,7 @@ from torch import nn
 
 from aird.adapt import ADAPTERS, STREAM_DEFAULT, SafeFaceBN, make_adapter, make_stream_adapter
 from aird.adapt.safe import SETTINGS as SETTING_NAMES
-from aird.adapt.safe import anchor_angle
+from aird.adapt.safe import anchor_angle, anchor_angle_jackknife
 from aird.errors import ConfigError
 
 # Small enough that the toy's embeddings of distinct faces never look like near-duplicates by accident.
@@ -680,6 +680,23 @@ def test_anchor_angle_takes_the_sampling_noise_of_the_mean_out():
     assert anchor_angle(-anchor[None].repeat(4, 1), anchor) == pytest.approx(180.0, abs=1e-3)
 
 
+def test_the_angles_jackknife_error_is_the_spread_of_the_angle_over_samples():
+    anchor = F.normalize(torch.randn(64, generator=torch.Generator().manual_seed(0)), dim=0)
+    across = F.normalize(torch.randn(64, generator=torch.Generator().manual_seed(1)), dim=0)
+    across = F.normalize(across - (across @ anchor) * anchor, dim=0)
+    centre = anchor * math.cos(math.radians(8.0)) + across * math.sin(math.radians(8.0))
+    angles, errors = [], []
+    for s in range(200):
+        e = F.normalize(centre + torch.randn(32, 64, generator=torch.Generator().manual_seed(100 + s)) * 0.05, dim=1)
+        angle, se = anchor_angle_jackknife(e, anchor)
+        assert angle == anchor_angle(e, anchor)
+        angles.append(angle)
+        errors.append(se)
+    spread = float(torch.tensor(angles).std())
+    assert 0.7 * spread < sum(errors) / len(errors) < 1.5 * spread
+    assert anchor_angle_jackknife(anchor[None].repeat(2, 1), anchor)[1] == math.inf  # two faces: no error
+
+
 def beyond_candidate_2() -> torch.Tensor:
     """An anchor past where candidate 2 puts the toy stream's faces, seen from candidate 0: far enough from both
     that the angles stand out of the sampling noise of 32 toy faces (whose embeddings spread widely)."""
@@ -698,6 +715,21 @@ def test_min_angle_keeps_a_stream_already_pointing_at_the_anchor_unadapted():
     assert adapter._choose(probed, 0) == 0 and adapter._choose(probed, 2) == 0
     adapter.min_angle = unadapted * 0.99
     assert adapter._choose(probed, 0) == 2
+
+
+def test_angle_z_leaves_none_only_for_an_angle_beyond_its_noise():
+    adapter = fed(beyond_candidate_2())
+    st = adapter._streams["cam"]
+    probed = st.probe_emb[: min(st.n_probed, adapter.select_window)]
+    angle, se = anchor_angle_jackknife(probed[:, 0], adapter.anchor)
+    assert 0 < se < angle
+    adapter.min_angle, adapter.angle_z = 0.99 * angle, 0.0
+    assert adapter._choose(probed, 0) == 2
+    adapter.angle_z = 0.5 * (angle - adapter.min_angle) / se  # the bound still above min_angle
+    assert adapter._choose(probed, 0) == 2
+    adapter.angle_z = 2.0 * (angle - adapter.min_angle) / se  # within the noise: keep the training statistics
+    assert adapter._choose(probed, 0) == 0 and adapter._choose(probed, 2) == 0
+    assert adapter.stream_info("cam")["anchor_angle_se"] == pytest.approx(se, abs=1e-3)
 
 
 def test_until_the_stream_has_probed_enough_faces_no_layer_adapts():
