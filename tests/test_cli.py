@@ -129,6 +129,8 @@ def test_eval_with_facebn_adaptation(data_root, small_pairs, tmp_path):
     assert ema["adapt"] == "facebn-ema"
     assert ema["settings"]["adaptation"]["momentum"] == 0.2 and ema["settings"]["adaptation"]["test_batch_size"] == 8
     assert records["off"]["settings"]["adaptation"] == {"adapter": "off"}
+    # an adapted record still names the weights it measured: the same file as the unadapted one
+    assert ema["settings"]["model_fingerprint"] == records["off"]["settings"]["model_fingerprint"] is not None
     # adaptation changes the embeddings, so the AUC moves
     assert len({round(r["metrics"]["auc"], 6) for r in records.values()}) > 1
 

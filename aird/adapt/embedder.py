@@ -15,7 +15,7 @@ from torch import nn
 
 from aird.adapt.facebn import DEFAULT_STREAM, FaceBN, embed_two_pass, make_adapter
 from aird.errors import ConfigError
-from aird.models.embedder import faces_to_tensor
+from aird.models.embedder import faces_to_tensor, module_fingerprint
 
 
 class AdaptedEmbedder:
@@ -37,6 +37,9 @@ class AdaptedEmbedder:
         self.input_size = input_size
         self.batch_size = batch_size
         self.stream = stream
+        # The weights the adapter starts from (it adapts a copy, so the module is the same after):
+        # a record of an adapted run names the file it measured, even though nothing here is cached.
+        self.weights_fingerprint = f"{name}-{module_fingerprint(module)}-in{input_size}"
 
     def fingerprint(self) -> None:
         return None

@@ -159,7 +159,8 @@ def _settings(
 ) -> dict:
     deg = cfg.degradation()
     return {
-        "model_fingerprint": embedder.fingerprint(),
+        # An adapted embedder has no cache fingerprint (its output depends on the stream), but its weights have one.
+        "model_fingerprint": embedder.fingerprint() or getattr(embedder, "weights_fingerprint", None),
         "adaptation": embedder.settings() if hasattr(embedder, "settings") else {"adapter": "off"},
         "degradation": deg.settings() if deg else None,
         "crop": crop,
