@@ -358,9 +358,8 @@ def _add_recognizer_verbs(sub) -> None:
         "--adapt",
         default="off",
         choices=["off", "facebn-safe", "facebn-ema", "facebn-alpha", "facebn-batch"],
-        help="FaceBN mode of the --stream (default: off; no mode is yet shown to pass the stream benchmark on "
-        "every condition, docs/recognizer.md; facebn-safe is the stream-safe one). Probes are adapted in "
-        "batches of 32 files",
+        help="FaceBN mode of the --stream (default: off; facebn-safe is the stream-safe one: check that it "
+        "helps on the camera first with aird adapt-check, docs/facebn.md). Probes are adapted in batches of 32 files",
     )
     idf.add_argument(
         "--stream-state",
@@ -375,6 +374,39 @@ def _add_recognizer_verbs(sub) -> None:
         "--index", choices=["exact", "faiss"], default="exact", help="gallery search (default: %(default)s)"
     )
     model_options(idf)
+
+    ac = sub.add_parser(
+        "adapt-check",
+        help="does stream adaptation (FaceBN) help on this camera? measured on its labelled crops",
+        description="Play a camera's labelled face crops (PROBES: one sub-folder per gallery person) as one "
+        "stream through the adaptation mode and through the plain model, search both in the gallery, and "
+        "compare rank-1 paired over the probes: 'helps' when the difference's one-sided 95%% lower bound is "
+        "above zero (then name the mode for that camera), 'hurts' or 'no clear difference' otherwise "
+        "(docs/facebn.md). No camera's saved state is touched.",
+    )
+    ac.add_argument("--gallery", type=Path, required=True, help="gallery file made by 'aird enrol' with the people")
+    ac.add_argument("probes", type=Path, metavar="PROBES", help="folder: one sub-folder of a camera's crops per person")
+    ac.add_argument(
+        "--adapt",
+        default="facebn-safe",
+        choices=["facebn-safe", "facebn-ema", "facebn-alpha", "facebn-batch"],
+        help="the mode to check against off (default: %(default)s)",
+    )
+    ac.add_argument(
+        "--batch",
+        type=int,
+        default=1,
+        help="crops per adaptation step, as the camera sends them (default: %(default)s)",
+    )
+    ac.add_argument(
+        "--order",
+        choices=["name", "mtime", "folder"],
+        default="name",
+        help="the stream's order: file names across all folders (names that carry the capture time), "
+        "modification times, or folder by folder (bursts of one person) (default: %(default)s)",
+    )
+    ac.add_argument("--out", type=Path, default=None, help="write both result records (JSON) here")
+    model_options(ac)
 
     ga = sub.add_parser("gallery", help="list, remove, export or import a gallery's people (no model needed)")
     gsub = ga.add_subparsers(dest="gallery_command", metavar="ACTION", required=True)
@@ -650,6 +682,33 @@ def cmd_identify(args: argparse.Namespace) -> int:
         file=sys.stderr,
     )
     _print_skipped(skipped)
+    return 0
+
+
+def cmd_adapt_check(args: argparse.Namespace) -> int:
+    from aird.eval.camera import check_adaptation
+    from aird.eval.records import write_records
+    from aird.recognizer import load
+    from aird.results import HR_MIN_PX
+
+    if args.batch < 1:
+        raise AirdError(f"--batch must be at least 1, got {args.batch}")
+    recognizer = load(args.model, adapt=args.adapt, batch_size=args.batch)
+    gallery = recognizer.gallery(args.gallery)
+    gallery.store.connect()  # an unknown gallery fails before any image is read
+    check = check_adaptation(recognizer, gallery, args.probes, order=args.order, progress=not args.quiet)
+    print(check.summary())
+    if check.excluded_people:
+        print(f"not in the gallery, left out: {', '.join(check.excluded_people)}", file=sys.stderr)
+    if check.hr_probes:
+        print(
+            f"{check.hr_probes} crop(s) of {HR_MIN_PX} px or more left out (the adapter never touches HR faces)",
+            file=sys.stderr,
+        )
+    _print_skipped(check.skipped)
+    if args.out:
+        write_records(args.out, check.records, "aird " + shlex.join(args.argv), merge=False)
+        print(f"records written to {args.out}", file=sys.stderr)
     return 0
 
 
@@ -951,6 +1010,7 @@ def main(argv: list[str] | None = None) -> int:
             "verify": cmd_verify,
             "enrol": cmd_enrol,
             "identify": cmd_identify,
+            "adapt-check": cmd_adapt_check,
             "gallery": cmd_gallery,
             "shrink": cmd_shrink,
             "serve": cmd_serve,

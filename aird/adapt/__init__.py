@@ -19,9 +19,9 @@ from aird.adapt.tent import Tent, prediction_entropy
 
 # The stream-safe adapter that make_stream_adapter builds and the stream benchmark names as its default
 # (docs/facebn.md, "facebn-safe"). aird.load()'s recognizer and the service keep
-# aird.adapt.streams.DEFAULT_STREAM_ADAPT ("off"): its defaults meet issue 12's bar on both split
-# students' 36 streams on the mean of three stream orders, but lose on some single capture shifts
-# (aird.adapt.streams says more).
+# aird.adapt.streams.DEFAULT_STREAM_ADAPT ("off"): its defaults met issue 12's bar on the split students
+# they were tuned on, not on a third training run of them (aird.adapt.streams says more); aird adapt-check
+# measures it on one camera.
 STREAM_DEFAULT = "facebn-safe"
 STREAM_DEFAULT_KWARGS: dict[str, Any] = {}
 

@@ -243,10 +243,13 @@ def _paired_values(value: str | list | None) -> list | None:
     return [int(c) for c in value] if isinstance(value, str) else value
 
 
-def paired_difference(a: dict, b: dict) -> tuple[float, float] | None:
+def paired_difference(
+    a: dict, b: dict, keys: tuple[str, ...] = ("fold_accuracies", "probe_hits")
+) -> tuple[float, float] | None:
     """Mean and standard error (points) of record ``a`` minus record ``b``, paired over their folds
-    (``settings.fold_accuracies``) or their probes (``settings.probe_hits``); None when they share neither."""
-    for key in ("fold_accuracies", "probe_hits"):
+    (``settings.fold_accuracies``) or their probes (``settings.probe_hits``), the first of ``keys`` both
+    hold; None when they share none."""
+    for key in keys:
         x, y = (_paired_values(r["settings"].get(key)) for r in (a, b))
         if x is not None and y is not None and len(x) == len(y) and len(x) > 1:
             d = (np.asarray(x, float) - np.asarray(y, float)) * 100

@@ -38,7 +38,7 @@ def test_default_is_off_and_says_why(recognizer, crops):
     info = recognizer.streams.show("camera-0")
     assert info.faces == 4 and info.batches == 1 and info.adapt == "off" and info.shift == 0.0
     assert (
-        "20.8%" in streams_module.__doc__ and "low light shuffled -1.33" in streams_module.__doc__
+        "20.8%" in streams_module.__doc__ and "+2.09 and +1.71" in streams_module.__doc__
     )  # the measured reason is written where the default is set
 
 
