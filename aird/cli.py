@@ -406,6 +406,7 @@ def _add_recognizer_verbs(sub) -> None:
         "modification times, or folder by folder (bursts of one person) (default: %(default)s)",
     )
     ac.add_argument("--out", type=Path, default=None, help="write both result records (JSON) here")
+    ac.add_argument("--plot", type=Path, default=None, help="draw rank-1 along the stream, both modes (PNG) here")
     model_options(ac)
 
     ga = sub.add_parser("gallery", help="list, remove, export or import a gallery's people (no model needed)")
@@ -709,6 +710,8 @@ def cmd_adapt_check(args: argparse.Namespace) -> int:
     if args.out:
         write_records(args.out, check.records, "aird " + shlex.join(args.argv), merge=False)
         print(f"records written to {args.out}", file=sys.stderr)
+    if args.plot:
+        print(f"plot written to {check.plot(args.plot)}", file=sys.stderr)
     return 0
 
 

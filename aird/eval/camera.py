@@ -79,6 +79,15 @@ class AdaptCheck:
     def records(self) -> list[dict]:
         return [self.off, self.adapted]
 
+    def plot(self, path: str | Path) -> Path:
+        """Rank-1 of the probes seen so far along the stream, adapted and off (PNG)."""
+        from aird.eval.plots import plot_stream_check
+
+        hits = {r["adapt"]: [int(c) for c in r["settings"]["probe_hits"]] for r in (self.adapted, self.off)}
+        s = self.adapted["settings"]
+        title = f"{s['probes']}: {self.adapt} against off, {s['adaptation']['test_batch_size']} per step"
+        return plot_stream_check(hits, path, title=title)
+
     def summary(self) -> str:
         a, o = self.adapted, self.off
         s = a["settings"]

@@ -152,6 +152,23 @@ def plot_training_curves(
     return _save(fig, path)
 
 
+def plot_stream_check(hits: dict[str, Sequence[int]], path: str | Path, title: str = "Rank-1 along the stream") -> Path:
+    """Rank-1 of the probes seen so far against their position in the stream, one line per mode (label ->
+    each probe's hit, 0 or 1, in stream order): where the lines part is where adaptation began to count."""
+    fig = _figure(6, 4)
+    ax = fig.subplots()
+    for (label, values), style in zip(hits.items(), ("-", "--", ":", "-.")):
+        v = np.asarray(values, dtype=float)
+        seen = np.arange(1, len(v) + 1)
+        ax.plot(seen, 100 * np.cumsum(v) / seen, style, label=f"{label} ({100 * v.mean():.2f}% at the end)")
+    ax.set_xlabel("probes seen")
+    ax.set_ylabel("rank-1 so far (%)")
+    ax.grid(alpha=0.3)
+    ax.legend(fontsize=8)
+    ax.set_title(title)
+    return _save(fig, path)
+
+
 # Points an accuracy-speed plot labels beside themselves; more are named in a legend only.
 LABELLED_POINTS = 6
 

@@ -74,7 +74,9 @@ def test_a_camera_is_measured_paired_over_its_probes(student_file, gallery_file,
 def test_cli_writes_both_records_and_says_what_to_do(student_file, gallery_file, camera, tmp_path, capsys):
     out = tmp_path / "check.json"
     argv = ["adapt-check", "--gallery", str(gallery_file), str(camera[1]), "--model", str(student_file)]
-    assert main([*argv, "--out", str(out), "--quiet"]) == 0
+    plot = tmp_path / "stream.png"
+    assert main([*argv, "--out", str(out), "--plot", str(plot), "--quiet"]) == 0
+    assert plot.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
     printed = capsys.readouterr()
     assert "rank-1: off" in printed.out and "verdict:" in printed.out
     assert "stranger" in printed.err and "1 crop(s) of 32 px or more" in printed.err
