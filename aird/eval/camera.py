@@ -24,6 +24,7 @@ named by their time), their modification times, or folder by folder (bursts of o
 from __future__ import annotations
 
 import math
+import secrets
 import statistics
 import time
 from dataclasses import dataclass, field
@@ -43,7 +44,6 @@ if TYPE_CHECKING:
 
 Order = Literal["name", "mtime", "folder"]
 ORDERS: tuple[str, ...] = ("name", "mtime", "folder")
-CHECK_STREAM = "adapt-check"
 Z_ONE_SIDED_95 = 1.645
 FAR = 1e-3
 DIR = far_key("dir", FAR)  # the open-set rate's metric name
@@ -222,14 +222,13 @@ def check_adaptation(
         )
     files, label, excluded = _labelled_probes(folder, people, order)
     started = time.time()
-    if CHECK_STREAM in recognizer.streams.names():
-        recognizer.streams.reset(CHECK_STREAM)
+    stream = f"adapt-check-{secrets.token_hex(4)}"  # a stream of its own: no camera's state is read or moved
     adapted, skipped = recognizer.represent_files(
-        files, cropped=True, stream=CHECK_STREAM, progress=progress, desc="adapted stream"
+        files, cropped=True, stream=stream, progress=progress, desc="adapted stream"
     )
     plain, _ = recognizer.represent_files(files, cropped=True, progress=progress, desc="unadapted")
-    info = recognizer.streams.show(CHECK_STREAM).to_dict()
-    recognizer.streams.reset(CHECK_STREAM)
+    info = recognizer.streams.show(stream).to_dict()
+    recognizer.streams.reset(stream)
     adapted = [f for f in adapted if f.found and f.route == "lr"]
     plain = [f for f in plain if f.found and f.route == "lr"]
     if [f.source for f in adapted] != [f.source for f in plain]:  # both passes read the same files alike
@@ -252,7 +251,7 @@ def check_adaptation(
         "skipped_images": [{"source": s.source, "reason": s.reason} for s in skipped],
         "wall_s": round(time.time() - started, 2),
     }
-    stream_settings = {"order": order, "test_batch_size": recognizer.batch_size, "stream": CHECK_STREAM}
+    stream_settings = {"order": order, "test_batch_size": recognizer.batch_size, "stream": "a fresh one"}
     adapted_rec = _rank1_record(
         recognizer,
         gallery,

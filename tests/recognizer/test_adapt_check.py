@@ -11,7 +11,7 @@ from students import lr_crop
 import aird
 from aird.cli import main
 from aird.errors import ConfigError, DataError
-from aird.eval.camera import check_adaptation, verdict
+from aird.eval.camera import _labelled_probes, check_adaptation, verdict
 from aird.eval.records import load_records
 
 pytestmark = pytest.mark.data
@@ -47,6 +47,26 @@ def test_verdict_needs_the_bound_to_clear_zero():
     assert verdict(1.5, 1.0) == "no clear difference"
     assert verdict(0.0, 0.0) == "no clear difference"
     assert verdict(-2.0, 1.0) == "hurts"
+
+
+def test_the_stream_order_is_names_times_or_folders(tmp_path):
+    import os
+
+    for person, names in {"ann": ["002.png", "010.png"], "bob": ["001.png", "003.png"]}.items():
+        (tmp_path / person).mkdir()
+        for n in names:
+            (tmp_path / person / n).write_bytes(b"")
+    for t, f in enumerate(["bob/003.png", "ann/010.png", "bob/001.png", "ann/002.png"]):
+        os.utime(tmp_path / f, (1_000_000 + t, 1_000_000 + t))
+
+    def order(how):
+        files, label, excluded = _labelled_probes(tmp_path, {"ann", "bob"}, how)
+        assert excluded == [] and label[str(tmp_path / "bob" / "001.png")] == "bob"
+        return [f"{f.parent.name}/{f.name}" for f in files]
+
+    assert order("name") == ["bob/001.png", "ann/002.png", "bob/003.png", "ann/010.png"]
+    assert order("mtime") == ["bob/003.png", "ann/010.png", "bob/001.png", "ann/002.png"]
+    assert order("folder") == ["ann/002.png", "ann/010.png", "bob/001.png", "bob/003.png"]
 
 
 def test_a_camera_is_measured_paired_over_its_probes(student_file, gallery_file, camera):
