@@ -492,7 +492,14 @@ def _add_serve(sub) -> None:
     se.add_argument(
         "--adapt",
         default=None,
-        help="FaceBN mode of named camera streams (default: the recognizer's, the safest measured; docs/recognizer.md)",
+        help="FaceBN mode of named camera streams (default: the recognizer's, off; docs/recognizer.md)",
+    )
+    se.add_argument(
+        "--adapt-streams",
+        default=None,
+        metavar="CAM1,CAM2",
+        help="with --adapt: adapt only these streams (the cameras 'aird adapt-check' cleared); any other named "
+        "stream gets the plain model (default: every named stream adapts)",
     )
     se.add_argument("--backend", choices=["torch", "onnx"], default="torch", help="(default: %(default)s)")
     keys = se.add_mutually_exclusive_group()
@@ -521,6 +528,9 @@ def cmd_serve(args: argparse.Namespace) -> int:
         api_key_file=args.api_key_file,
         no_auth=args.no_auth,
         adapt=args.adapt,
+        adapt_streams=None
+        if args.adapt_streams is None
+        else [c.strip() for c in args.adapt_streams.split(",") if c.strip()],
         backend=args.backend,
     )
     path = settings.keys_path

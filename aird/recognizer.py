@@ -441,7 +441,7 @@ class Recognizer:
         if lr:
             faces = np.stack([p.pixels for p in lr])
             adapt = "off"
-            if stream is not None and self.streams.adapter is not None:
+            if stream is not None and self.streams.adapts(stream):
                 # All LR faces of one call are one adaptation batch of that stream.
                 x = faces_to_tensor(faces, self.student_size).to(self._student.device)
                 out = _unit(self.streams(x, stream).float().cpu().numpy())
@@ -473,7 +473,9 @@ def load(
     graph written by ``aird export`` (``.onnx``, float or int8: the student runs on onnxruntime, its streams
     without adaptation), or ``"dlib_resnet"`` (the teacher alone, also for LR faces) or ``"dlib_resnet_bn"`` (the teacher with its
     batch norm restored, as the LR model). ``adapt`` is the FaceBN mode of named streams (default
-    ``off``: see ``aird.adapt.streams`` for why); ``adapt_options`` go to it (``momentum``, ``alpha``)."""
+    ``off``: see ``aird.adapt.streams`` for why); ``adapt_options`` go to it (``momentum``, ``alpha``), and
+    ``adapt_streams=["cam-3", ...]`` adapts those streams only (the cameras ``aird adapt-check`` cleared;
+    every other stream gets the plain model)."""
     from aird.models.registry import get_model, has_trained_weights, list_models
     from aird.models.shipped import SHIPPED_STUDENTS, default_student_path, parse_card, shipped_student_path
     from aird.models.student import load_student

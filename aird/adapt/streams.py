@@ -21,6 +21,7 @@ from __future__ import annotations
 
 import threading
 import time
+from collections.abc import Iterable
 from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Any
@@ -71,13 +72,29 @@ def check_stream_name(stream: str) -> str:
 class StreamStates:
     """The per-stream adaptation state of one model; safe to call from several threads (one lock)."""
 
-    def __init__(self, module: nn.Module, adapt: str = DEFAULT_STREAM_ADAPT, fingerprint: str = "", **options: Any):
+    def __init__(
+        self,
+        module: nn.Module,
+        adapt: str = DEFAULT_STREAM_ADAPT,
+        fingerprint: str = "",
+        adapt_streams: Iterable[str] | None = None,
+        **options: Any,
+    ):
+        """``adapt_streams``: the streams that adapt (the cameras ``aird adapt-check`` cleared); any other
+        stream is embedded by the plain model and only counted. None: every named stream adapts."""
         if adapt == "tent":
             raise ConfigError("tent needs a classifier head and changes weights; streams take a FaceBN mode")
         if adapt not in ADAPTERS:
             raise ConfigError(f"unknown adapter {adapt!r}; choose one of: {', '.join(ADAPTERS.names())}")
         self.adapt = adapt
         self.fingerprint = fingerprint
+        if isinstance(adapt_streams, str):  # one name, not its characters
+            adapt_streams = [adapt_streams]
+        self.only = None if adapt_streams is None else frozenset(check_stream_name(s) for s in adapt_streams)
+        if self.only is not None and (not self.only or adapt == "off"):
+            raise ConfigError(
+                "adapt_streams names the streams that adapt: give at least one, with a mode (adapt='facebn-safe')"
+            )
         self.options = options
         # ``off`` needs no copy: the plain model in eval mode is exactly what it computes.
         self.adapter: Adapter | None = None if adapt == "off" else make_adapter(adapt, module, **options)
@@ -98,13 +115,17 @@ class StreamStates:
         """Embeddings of the batch ``x`` (N, 3, S, S) through ``stream``'s adaptation (updated first, in ema)."""
         check_stream_name(stream)
         with self._lock:
-            if self.adapter is None:
+            if not self.adapts(stream):
                 with torch.inference_mode():
                     out = self._module(x)
             else:
                 out = self.adapter(x, stream=stream)
             self._note(stream, int(x.shape[0]))
             return out.detach()
+
+    def adapts(self, stream: str) -> bool:
+        """Whether ``stream``'s LR faces go through the adapter (else the plain model embeds them)."""
+        return self.adapter is not None and (self.only is None or stream in self.only)
 
     def note(self, stream: str, faces: int) -> None:
         """Count faces of ``stream`` embedded elsewhere without adaptation (``off``: the plain model ran)."""
@@ -127,14 +148,15 @@ class StreamStates:
         check_stream_name(stream)
         with self._lock:
             count = self._counts.get(stream, {"faces": 0, "batches": 0, "updated": None})
-            details = self.adapter.stream_info(stream) if self.adapter is not None and self._reports_streams else None
+            adapts = self.adapts(stream)
+            details = self.adapter.stream_info(stream) if adapts and self._reports_streams else None
             return StreamInfo(
                 stream,
-                self._record_name(),
+                self._record_name() if adapts else "off",
                 count["faces"],
                 count["batches"],
                 count["updated"],
-                self._shift(stream),
+                self._shift(stream) if adapts else 0.0,
                 details,
             )
 
@@ -197,7 +219,9 @@ class StreamStates:
         return True
 
     def settings(self) -> dict[str, Any]:
-        return self.adapter.settings() if self.adapter is not None else {"adapter": "off", "mode": "off"}
+        if self.adapter is None:
+            return {"adapter": "off", "mode": "off"}
+        return {**self.adapter.settings(), **({"only_streams": sorted(self.only)} if self.only is not None else {})}
 
     def _record_name(self) -> str:
         return self.settings()["adapter"]

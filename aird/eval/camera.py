@@ -107,7 +107,8 @@ class AdaptCheck:
         if self.verdict == "helps":
             lines.append(
                 f"verdict: {self.adapt} helps on this camera: name it for this camera's stream "
-                f"(aird identify --stream CAMERA --adapt {self.adapt}; aird.load(adapt={self.adapt!r}))"
+                f"(aird serve --adapt {self.adapt} --adapt-streams CAMERA; aird.load(adapt={self.adapt!r}, "
+                f"adapt_streams=['CAMERA']))"
             )
             if verdict(self.identified_difference, self.identified_se) == "hurts":
                 lines.append(

@@ -161,6 +161,8 @@ class Service:
             log.warning("aird serve: no API keys (%s): every request is allowed", why)
         if recognizer is None:
             options = {"adapt": settings.adapt} if settings.adapt else {}
+            if settings.adapt_streams is not None:
+                options["adapt_streams"] = settings.adapt_streams
             recognizer = load(settings.model, backend=settings.backend, **options)
         elif settings.adapt and settings.adapt != recognizer.streams.settings()["adapter"]:
             raise ConfigError(
@@ -439,6 +441,7 @@ async def healthz(service: ServiceDep) -> dict[str, Any]:
         "fingerprint": rec.fingerprint,
         "backend": rec.backend,
         "adapt": rec.streams.settings()["adapter"],
+        "adapt_streams": rec.streams.settings().get("only_streams"),  # None: every named stream adapts
         "auth": "keys" if service.keys is not None else "off",
         "workers": service.settings.workers,
         "queue": service.settings.queue,

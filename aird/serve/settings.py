@@ -35,7 +35,8 @@ class ServeSettings:
     ``data_dir`` holds ``galleries/<name>.db``, ``streams/`` (each camera's FaceBN state, per model and
     adaptation mode) and, unless ``api_key_file`` names another file, ``keys.json``. ``workers`` threads
     run inference; at most ``queue`` more requests wait for one, and any request beyond that is answered
-    503 at once. ``adapt`` None is the recognizer's default stream adaptation.
+    503 at once. ``adapt`` None is the recognizer's default stream adaptation; ``adapt_streams`` limits it to
+    the cameras named (those ``aird adapt-check`` cleared).
     """
 
     model: str | None = None
@@ -50,6 +51,7 @@ class ServeSettings:
     api_key_file: Path | None = None
     no_auth: bool = False
     adapt: str | None = None
+    adapt_streams: list[str] | None = None  # with ``adapt``: the only streams that adapt (None: every one)
     backend: str = "torch"
     retry_after_s: int = 2
 
@@ -88,6 +90,11 @@ class ServeSettings:
             )
         if not isinstance(self.max_body_mb, (int, float)) or not 0 < self.max_body_mb <= 4096:
             raise ConfigError(f"serve setting max_body_mb must be a number in (0, 4096], got {self.max_body_mb!r}")
+        if self.adapt_streams is not None and (not self.adapt or self.adapt == "off" or not self.adapt_streams):
+            raise ConfigError(
+                "serve setting adapt_streams names the cameras that adapt: give at least one, with a mode "
+                "(--adapt facebn-safe --adapt-streams cam-3,cam-7)"
+            )
         if self.auth == "refused":
             raise ConfigError(
                 f"no API keys file at {self.keys_path}: refusing to serve {self.host} (reachable from other machines) "

@@ -42,6 +42,21 @@ def test_default_is_off_and_says_why(recognizer, crops):
     )  # the measured reason is written where the default is set
 
 
+def test_only_the_cleared_streams_adapt(student_file, crops):
+    rec = aird.load(student_file, adapt="facebn-ema", momentum=0.5, adapt_streams=["cam-1"])
+    plain = embeddings(rec.represent(crops[:4], cropped=True))
+    cleared = rec.represent(crops[:4], cropped=True, stream="cam-1")
+    other = rec.represent(crops[:4], cropped=True, stream="cam-2")
+    assert not np.array_equal(embeddings(cleared), plain) and {r.adapt for r in cleared} == {"facebn-ema"}
+    assert np.array_equal(embeddings(other), plain) and {r.adapt for r in other} == {"off"}
+    assert rec.streams.show("cam-2").adapt == "off" and rec.streams.show("cam-2").faces == 4
+    assert rec.streams.show("cam-1").adapt == "facebn-ema" and rec.streams.settings()["only_streams"] == ["cam-1"]
+    with pytest.raises(ConfigError, match="adapt_streams"):
+        aird.load(student_file, adapt_streams=["cam-1"])  # no mode to adapt them with
+    with pytest.raises(ConfigError, match="adapt_streams"):
+        aird.load(student_file, adapt="facebn-ema", adapt_streams=[])
+
+
 def test_a_stream_adapts_its_lr_probes_and_nothing_else(adaptive, crops, orl_chips):
     adaptive.streams.reset()
     hr = orl_chips["s1"][0]

@@ -120,6 +120,22 @@ def test_bad_settings_are_refused(tmp_path, setting, value):
         ServeSettings(data_dir=tmp_path, **{setting: value}).check()
 
 
+def test_adapt_streams_need_a_mode_and_a_camera(tmp_path, monkeypatch):
+    for bad in (
+        {"adapt_streams": ["cam-3"]},
+        {"adapt": "off", "adapt_streams": ["cam-3"]},
+        {"adapt": "facebn-safe", "adapt_streams": []},
+    ):
+        with pytest.raises(ConfigError, match="adapt_streams"):
+            ServeSettings(data_dir=tmp_path, **bad).check()
+    import aird.serve
+
+    seen = []
+    monkeypatch.setattr(aird.serve, "serve", seen.append)
+    argv = ["serve", "--data-dir", str(tmp_path), "--adapt", "facebn-safe", "--adapt-streams", "cam-3, cam-7"]
+    assert main(argv) == 0 and seen[0].adapt_streams == ["cam-3", "cam-7"]
+
+
 def test_gallery_names_cannot_leave_the_data_dir():
     for bad in ("", "../x", "a/b", ".hidden", "a b", "x" * 101):
         with pytest.raises(ConfigError):

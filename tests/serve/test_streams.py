@@ -70,3 +70,14 @@ def test_adapt_setting_must_match_a_given_recognizer(tmp_path, serve_recognizer)
 
     with pytest.raises(ConfigError, match="facebn-ema"):
         create_app(ServeSettings(data_dir=tmp_path, adapt="facebn-ema"), serve_recognizer)
+
+
+def test_only_the_cleared_cameras_adapt(make_client, student_file):
+    client = make_client(aird.load(student_file, adapt="facebn-ema", momentum=0.5, adapt_streams=["cam-a"]))
+    _, plain = represent(client)
+    body, adapted = represent(client, "cam-a")
+    assert {f["adapt"] for f in body["faces"]} == {"facebn-ema"} and np.abs(adapted - plain).max() > 1e-3
+    body, other = represent(client, "cam-b")  # not cleared: the plain model, counted
+    assert {f["adapt"] for f in body["faces"]} == {"off"} and np.array_equal(other, plain)
+    assert body["stream"]["faces"] == len(CROPS) and body["stream"]["adapt"] == "off"
+    assert client.get("/healthz").json()["adapt_streams"] == ["cam-a"]
