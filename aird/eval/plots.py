@@ -169,6 +169,30 @@ def plot_stream_check(hits: dict[str, Sequence[int]], path: str | Path, title: s
     return _save(fig, path)
 
 
+def plot_paired_differences(
+    rows: dict[str, tuple[float, float]], path: str | Path, title: str, bar: float | None = None, z: float = 1.645
+) -> Path:
+    """One row per label: a paired difference in points with its ``z``-standard-error bounds (label ->
+    (difference, standard error)), zero and an optional ``bar`` marked, so a row left of zero or the bar
+    reads at a glance."""
+    labels = list(rows)
+    fig = _figure(7, 0.3 * len(labels) + 1.2)
+    ax = fig.subplots()
+    y = np.arange(len(labels))[::-1]
+    diff = np.array([rows[k][0] for k in labels])
+    half = z * np.array([rows[k][1] for k in labels])
+    ax.errorbar(diff, y, xerr=half, fmt="o", markersize=4, capsize=2)
+    ax.axvline(0, color="grey", lw=1)
+    if bar is not None:
+        ax.axvline(bar, color="tab:red", lw=1, ls="--", label=f"bar ({bar:+g})")
+        ax.legend(fontsize=8, loc="lower right")
+    ax.set_yticks(y, labels, fontsize=7)
+    ax.set_xlabel(f"points against off (bars: ±{z:g} standard errors)")
+    ax.grid(alpha=0.3, axis="x")
+    ax.set_title(title, fontsize=9)
+    return _save(fig, path)
+
+
 # Points an accuracy-speed plot labels beside themselves; more are named in a legend only.
 LABELLED_POINTS = 6
 

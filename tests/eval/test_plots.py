@@ -98,3 +98,11 @@ def test_accuracy_speed_and_map_errors(tmp_path):
     with pytest.raises(ValueError, match="'x'.*N labels"):
         plot_embedding_maps({"x": (np.zeros((4, 2)), ["a"] * 3)}, tmp_path / "b.png")
     assert list(tmp_path.iterdir()) == []
+
+
+def test_plot_paired_differences_and_stream_check_write_png(tmp_path):
+    from aird.eval.plots import plot_paired_differences, plot_stream_check
+
+    rows = {"orl-16px, name": (5.0, 1.3), "orl-12px-noise, name": (-0.8, 1.7)}
+    assert_png(plot_paired_differences(rows, tmp_path / "a" / "forest.png", title="t", bar=-0.3))
+    assert_png(plot_stream_check({"facebn-safe": [1, 0, 1, 1], "off": [1, 0, 0, 1]}, tmp_path / "b" / "s.png"))
