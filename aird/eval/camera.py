@@ -224,6 +224,11 @@ def check_adaptation(
     files, label, excluded = _labelled_probes(folder, people, order)
     started = time.time()
     stream = f"adapt-check-{secrets.token_hex(4)}"  # a stream of its own: no camera's state is read or moved
+    if not recognizer.streams.adapts(stream):
+        raise ConfigError(
+            "the recognizer adapts only the streams in its adapt_streams list: load it without that list for the "
+            "check, e.g. aird.load(model, adapt='facebn-safe', batch_size=1)"
+        )
     adapted, skipped = recognizer.represent_files(
         files, cropped=True, stream=stream, progress=progress, desc="adapted stream"
     )

@@ -111,6 +111,9 @@ def test_bad_inputs_are_named(student_file, gallery_file, camera, tmp_path):
     plain = aird.load(student_file)
     with pytest.raises(ConfigError, match="adapt='off'"):
         check_adaptation(plain, plain.gallery(gallery_file), camera[1])
+    limited = aird.load(student_file, adapt="facebn-safe", adapt_streams=["cam-1"])
+    with pytest.raises(ConfigError, match="adapt_streams"):  # its check stream would not adapt
+        check_adaptation(limited, limited.gallery(gallery_file), camera[1])
     recognizer = aird.load(student_file, adapt="facebn-safe", batch_size=1)
     gallery = recognizer.gallery(gallery_file)
     with pytest.raises(DataError, match="no sub-folder of face crops"):
