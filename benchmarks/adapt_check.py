@@ -1,7 +1,7 @@
 """`aird adapt-check` on ORL "cameras": does the per-camera check decide right, and does the policy it
 gives (adapt a camera only where the check says it helps) ever fall below ``off``?
 
-    python benchmarks/adapt_check.py [--model shipped] [--adapt facebn-safe] [--out docs/results/adapt-check]
+    python benchmarks/adapt_check.py [--model shipped|fast|pruned|FILE] [--adapt facebn-safe] [--out docs/results/adapt-check]
 
 Each camera is ORL at 16 or 12 px, as it is or under one of the stream benchmark's capture shifts (blur,
 JPEG 20, noise, low light, and their mix; ORL is grayscale already): the 40 people are enrolled from image 1
@@ -16,7 +16,7 @@ second half against ``off`` (0 where it stays off) is what a deployment that fol
 Both halves come from one pass (the second half's faces meet a stream that adapted on the first half, as
 they would after switching the camera on with its state).
 
-Writes ``<out>/orl-cameras.json`` (both records of every camera and order, with the halves in the adapted
+Writes ``<out>/orl-cameras.json`` (``orl-cameras-<model>.*`` for another ``--model``; both records of every camera and order, with the halves in the adapted
 record's ``settings.split_half``), ``orl-cameras.md`` and ``orl-cameras.png`` (each camera's difference with
 its 95% bound); prints the table. About 4 minutes on 2 cores with the shipped student.
 """
@@ -66,6 +66,7 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--data-root", default=None)
     ap.add_argument("--out", type=Path, default=OUT)
     args = ap.parse_args(argv)
+    stem = "orl-cameras" if args.model in (None, "shipped") else f"orl-cameras-{Path(args.model).stem}"
 
     import aird
     from aird.data.align import FaceAligner
@@ -123,10 +124,10 @@ def main(argv: list[str] | None = None) -> int:
                         flush=True,
                     )
     args.out.mkdir(parents=True, exist_ok=True)
-    write_records(args.out / "orl-cameras.json", records, command, merge=False)
+    write_records(args.out / f"{stem}.json", records, command, merge=False)
     plot_paired_differences(
         forest,
-        args.out / "orl-cameras.png",
+        args.out / f"{stem}.png",
         title=f"{recognizer.name}, {args.adapt} against off, one crop per step",
         bar=BAR,
     )
@@ -159,10 +160,10 @@ def main(argv: list[str] | None = None) -> int:
         f"mean {np.mean([p for *_, p in rows]):+.2f} against always adapting's second halves "
         f"{np.mean([s[0] for *_, s, _ in rows]):+.2f}.",
         "",
-        "![each camera's difference with its 95% bound](orl-cameras.png)",
+        f"![each camera's difference with its 95% bound]({stem}.png)",
         "",
     ]
-    with atomic_path(args.out / "orl-cameras.md") as md:
+    with atomic_path(args.out / f"{stem}.md") as md:
         md.write_text("\n".join(lines))
     print("\n".join(lines[-6:-3]))
     return 0
