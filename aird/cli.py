@@ -292,7 +292,7 @@ def _far(text: str) -> float:
 def _add_recognizer_verbs(sub) -> None:
     """verify, enrol, identify, gallery: the recognizer a user meets first (aird.load and its verbs)."""
 
-    def model_options(p: argparse.ArgumentParser) -> None:
+    def model_options(p: argparse.ArgumentParser, photos: bool = True) -> None:
         p.add_argument(
             "--model",
             default=None,
@@ -301,13 +301,14 @@ def _add_recognizer_verbs(sub) -> None:
             "the two), a student "
             ".safetensors, dlib_resnet (the teacher alone) or dlib_resnet_bn",
         )
-        p.add_argument(
-            "--upsample",
-            type=int,
-            default=1,
-            help="detector doublings of a photo first: 1 finds faces "
-            "of ~40 px, 2 of ~20 px (slower) (default: %(default)s)",
-        )
+        if photos:  # verbs that take crops only have no detector to tune
+            p.add_argument(
+                "--upsample",
+                type=int,
+                default=1,
+                help="detector doublings of a photo first: 1 finds faces "
+                "of ~40 px, 2 of ~20 px (slower) (default: %(default)s)",
+            )
         p.add_argument("--quiet", action="store_true", help="no progress bars")
 
     def decision_options(p: argparse.ArgumentParser) -> None:
@@ -380,7 +381,7 @@ def _add_recognizer_verbs(sub) -> None:
         help="does stream adaptation (FaceBN) help on this camera? measured on its labelled crops",
         description="Play a camera's labelled face crops (PROBES: one sub-folder per gallery person) as one "
         "stream through the adaptation mode and through the plain model, search both in the gallery, and "
-        "compare rank-1 paired over the probes: 'helps' when the difference's one-sided 95%% lower bound is "
+        "compare rank-1 paired over the probes: 'helps' when the difference's one-sided 95% lower bound is "
         "above zero (then name the mode for that camera), 'hurts' or 'no clear difference' otherwise "
         "(docs/facebn.md). No camera's saved state is touched.",
     )
@@ -407,7 +408,7 @@ def _add_recognizer_verbs(sub) -> None:
     )
     ac.add_argument("--out", type=Path, default=None, help="write both result records (JSON) here")
     ac.add_argument("--plot", type=Path, default=None, help="draw rank-1 along the stream, both modes (PNG) here")
-    model_options(ac)
+    model_options(ac, photos=False)
 
     ga = sub.add_parser("gallery", help="list, remove, export or import a gallery's people (no model needed)")
     gsub = ga.add_subparsers(dest="gallery_command", metavar="ACTION", required=True)
