@@ -47,6 +47,42 @@ ORDERS = ("name", "folder")
 BAR = -0.3  # issue 12's bar: never more than 0.3 points below off
 
 
+def orl_chips(root: Path) -> dict[str, dict[int, np.ndarray]]:
+    """Aligned HR chips of ORL's 40 people, images 1-10 (image 1 is each one's enrolment photo)."""
+    from aird.data.align import FaceAligner
+    from aird.data.inputs import read_image
+
+    aligner = FaceAligner()
+    chips: dict[str, dict[int, np.ndarray]] = {}
+    for k in range(1, 41):
+        paths = {n: root / "orl" / f"s{k}" / f"{n}.pgm" for n in range(1, 11)}
+        chips[f"s{k}"] = {n: aligner.align(read_image(p), p).chip for n, p in paths.items()}
+    return chips
+
+
+def enrol_orl(recognizer, path: Path, chips: dict[str, dict[int, np.ndarray]]):
+    """A gallery at ``path`` of the 40 people, each from image 1 (HR)."""
+    gallery = recognizer.gallery(path)
+    for person, images in chips.items():
+        gallery.enrol(person, [images[1]], cropped=True)
+    return gallery
+
+
+def write_camera(folder: Path, chips: dict[str, dict[int, np.ndarray]], res: int, shift: dict) -> list[Path]:
+    """Images 2-10 of every person made LR (``res`` px, the ``shift``) as ``folder/<person>/<nn>-<person>.png``;
+    the files, person by person."""
+    from aird.data.degrade import Degradation
+
+    degrade = Degradation(res=res, up=None, **shift)
+    files = []
+    for person, images in chips.items():
+        (folder / person).mkdir(parents=True)
+        for n in range(2, 11):
+            files.append(folder / person / f"{n:02d}-{person}.png")
+            Image.fromarray(degrade(images[n], f"{person}-{n}")).save(files[-1])
+    return files
+
+
 def halves(adapted: dict, off: dict) -> tuple[tuple[float, float], tuple[float, float]]:
     """(difference, standard error) in points over the stream's first and second half of probes."""
     a = np.array([int(c) for c in adapted["settings"]["probe_hits"]], float)
@@ -69,9 +105,6 @@ def main(argv: list[str] | None = None) -> int:
     stem = "orl-cameras" if args.model in (None, "shipped") else f"orl-cameras-{Path(args.model).stem}"
 
     import aird
-    from aird.data.align import FaceAligner
-    from aird.data.degrade import Degradation
-    from aird.data.inputs import read_image
     from aird.eval.camera import check_adaptation, verdict
     from aird.eval.plots import plot_paired_differences
     from aird.eval.records import write_records
@@ -80,26 +113,15 @@ def main(argv: list[str] | None = None) -> int:
 
     root = data_root(args.data_root)
     recognizer = aird.load(args.model, adapt=args.adapt, batch_size=1)
-    aligner = FaceAligner()
-    chips: dict[str, dict[int, np.ndarray]] = {}
-    for k in range(1, 41):
-        paths = {n: root / "orl" / f"s{k}" / f"{n}.pgm" for n in range(1, 11)}
-        chips[f"s{k}"] = {n: aligner.align(read_image(p), p).chip for n, p in paths.items()}
-    command = "python benchmarks/adapt_check.py " + shlex.join(argv if argv is not None else sys.argv[1:])
+    chips = orl_chips(root)
+    command = shlex.join(["python", "benchmarks/adapt_check.py", *(argv if argv is not None else sys.argv[1:])])
     records, rows, forest = [], [], {}
     with tempfile.TemporaryDirectory() as tmp:
-        gallery = recognizer.gallery(Path(tmp) / "orl.db")
-        for person, images in chips.items():
-            gallery.enrol(person, [images[1]], cropped=True)
+        gallery = enrol_orl(recognizer, Path(tmp) / "orl.db", chips)
         for res in RESOLUTIONS:
             for shift, params in SHIFTS.items():
                 camera = Path(tmp) / f"orl-{res}px-{shift}"
-                degrade = Degradation(res=res, up=None, **params)
-                for person, images in chips.items():
-                    (camera / person).mkdir(parents=True)
-                    for n in range(2, 11):
-                        crop = degrade(images[n], f"{person}-{n}")
-                        Image.fromarray(crop).save(camera / person / f"{n:02d}-{person}.png")
+                write_camera(camera, chips, res, params)
                 for order in ORDERS:
                     check = check_adaptation(recognizer, gallery, camera, order=order)
                     first, second = halves(check.adapted, check.off)

@@ -27,7 +27,9 @@ def test_folders_keep_their_layout_and_bad_files_are_skipped_with_a_reason(orl_r
     (tmp_path / "in" / "notes.txt").write_text("not an image")
     Image.new("RGB", (120, 120), (128, 128, 128)).save(tmp_path / "in" / "wall.png")  # no face
     out = tmp_path / "out"
-    code = main(["shrink", str(orl_root / "orl" / "s2"), str(tmp_path / "in"), "--out", str(out), "--res", "16", "--quiet"])
+    code = main(
+        ["shrink", str(orl_root / "orl" / "s2"), str(tmp_path / "in"), "--out", str(out), "--res", "16", "--quiet"]
+    )
     assert code == 0
     written = sorted(p.relative_to(out).as_posix() for p in out.rglob("*.png"))
     assert written and all(p.startswith("s2/") for p in written)

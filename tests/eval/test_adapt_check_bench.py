@@ -18,3 +18,21 @@ def test_halves_pair_each_half_of_the_stream():
     d = 100 * (np.array([1, 1, 1, 1, 0, 0, 0, 0]) - np.array([1, 0, 1, 0, 0, 1, 0, 1]))
     assert first == pytest.approx(d[:4].mean()) and second == pytest.approx(d[4:].mean())
     assert first_se == pytest.approx(d[:4].std(ddof=1) / 2) and second_se == pytest.approx(d[4:].std(ddof=1) / 2)
+
+
+def test_gallery_signals_are_read_from_the_two_best_candidates():
+    from types import SimpleNamespace as NS
+
+    figures = load_benchmark("gallery_signal").figures
+
+    def result(best, second, status):
+        return NS(candidates=[NS(name=best[0], score=best[1]), NS(name=second[0], score=second[1])], status=status)
+
+    gallery = NS(
+        search=lambda faces, top_k: [
+            result(("ann", 0.9), ("bob", 0.5), "match"),
+            result(("bob", 0.6), ("ann", 0.5), "unknown"),
+        ]
+    )
+    got = figures(gallery, [None, None], ["ann", "ann"])
+    assert got == pytest.approx({"rank1": 0.5, "best_score": 0.75, "margin": 0.25, "accepted": 0.5})
