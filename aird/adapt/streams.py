@@ -90,8 +90,8 @@ class StreamStates:
         self.fingerprint = fingerprint
         if isinstance(adapt_streams, str):  # one name, not its characters
             adapt_streams = [adapt_streams]
-        self.only = None if adapt_streams is None else frozenset(check_stream_name(s) for s in adapt_streams)
-        if self.only is not None and (not self.only or adapt == "off"):
+        self.adapt_streams = None if adapt_streams is None else frozenset(check_stream_name(s) for s in adapt_streams)
+        if self.adapt_streams is not None and (not self.adapt_streams or adapt == "off"):
             raise ConfigError(
                 "adapt_streams names the streams that adapt: give at least one, with a mode (adapt='facebn-safe')"
             )
@@ -125,7 +125,7 @@ class StreamStates:
 
     def adapts(self, stream: str) -> bool:
         """Whether ``stream``'s LR faces go through the adapter (else the plain model embeds them)."""
-        return self.adapter is not None and (self.only is None or stream in self.only)
+        return self.adapter is not None and (self.adapt_streams is None or stream in self.adapt_streams)
 
     def note(self, stream: str, faces: int) -> None:
         """Count faces of ``stream`` embedded elsewhere without adaptation (``off``: the plain model ran)."""
@@ -221,7 +221,8 @@ class StreamStates:
     def settings(self) -> dict[str, Any]:
         if self.adapter is None:
             return {"adapter": "off", "mode": "off"}
-        return {**self.adapter.settings(), **({"only_streams": sorted(self.only)} if self.only is not None else {})}
+        limited = {"adapt_streams": sorted(self.adapt_streams)} if self.adapt_streams is not None else {}
+        return {**self.adapter.settings(), **limited}
 
     def _record_name(self) -> str:
         return self.settings()["adapter"]

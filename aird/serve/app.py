@@ -169,6 +169,14 @@ class Service:
                 f"serve setting adapt={settings.adapt!r}, but the recognizer given adapts streams with "
                 f"{recognizer.streams.settings()['adapter']!r}; load it with adapt={settings.adapt!r}"
             )
+        elif settings.adapt_streams is not None and set(settings.adapt_streams) != (
+            recognizer.streams.adapt_streams or set()
+        ):
+            raise ConfigError(
+                f"serve setting adapt_streams={settings.adapt_streams!r}, but the recognizer given adapts "
+                f"{sorted(recognizer.streams.adapt_streams or []) or 'every named stream'}; load it with "
+                f"adapt_streams={settings.adapt_streams!r}"
+            )
         self.recognizer = recognizer
         self.galleries_dir = settings.data_dir / "galleries"
         # Per model and mode: another --model or --adapt starts its own streams (and finds them again later).
@@ -441,7 +449,7 @@ async def healthz(service: ServiceDep) -> dict[str, Any]:
         "fingerprint": rec.fingerprint,
         "backend": rec.backend,
         "adapt": rec.streams.settings()["adapter"],
-        "adapt_streams": rec.streams.settings().get("only_streams"),  # None: every named stream adapts
+        "adapt_streams": rec.streams.settings().get("adapt_streams"),  # None: every named stream adapts
         "auth": "keys" if service.keys is not None else "off",
         "workers": service.settings.workers,
         "queue": service.settings.queue,

@@ -50,7 +50,7 @@ def test_only_the_cleared_streams_adapt(student_file, crops):
     assert not np.array_equal(embeddings(cleared), plain) and {r.adapt for r in cleared} == {"facebn-ema"}
     assert np.array_equal(embeddings(other), plain) and {r.adapt for r in other} == {"off"}
     assert rec.streams.show("cam-2").adapt == "off" and rec.streams.show("cam-2").faces == 4
-    assert rec.streams.show("cam-1").adapt == "facebn-ema" and rec.streams.settings()["only_streams"] == ["cam-1"]
+    assert rec.streams.show("cam-1").adapt == "facebn-ema" and rec.streams.settings()["adapt_streams"] == ["cam-1"]
     with pytest.raises(ConfigError, match="adapt_streams"):
         aird.load(student_file, adapt_streams=["cam-1"])  # no mode to adapt them with
     with pytest.raises(ConfigError, match="adapt_streams"):

@@ -81,3 +81,9 @@ def test_only_the_cleared_cameras_adapt(make_client, student_file):
     assert {f["adapt"] for f in body["faces"]} == {"off"} and np.array_equal(other, plain)
     assert body["stream"]["faces"] == len(CROPS) and body["stream"]["adapt"] == "off"
     assert client.get("/healthz").json()["adapt_streams"] == ["cam-a"]
+
+
+def test_a_given_recognizer_must_limit_the_same_cameras(make_client, student_file):
+    limited = aird.load(student_file, adapt="facebn-ema", adapt_streams=["cam-a"])
+    with pytest.raises(ConfigError, match="adapt_streams"):
+        make_client(limited, adapt="facebn-ema", adapt_streams=["cam-b"])
