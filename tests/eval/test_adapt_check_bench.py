@@ -36,3 +36,21 @@ def test_gallery_signals_are_read_from_the_two_best_candidates():
     )
     got = figures(gallery, [None, None], ["ann", "ann"])
     assert got == pytest.approx({"rank1": 0.5, "best_score": 0.75, "margin": 0.25, "accepted": 0.5})
+
+
+def test_averaged_embeddings_weigh_the_adapted_pass_and_stay_unit_length():
+    from aird.results import FaceResult
+
+    averaged = load_benchmark("gallery_signal").averaged
+
+    def face(source, e):
+        return FaceResult(source=source, image=0, found=True, embedding=np.array(e, np.float32))
+
+    adapted, plain = [face("a.png", [1.0, 0.0])], [face("a.png", [0.0, 1.0])]
+    assert averaged(adapted, plain, 1.0)[0].embedding == pytest.approx([1.0, 0.0])
+    assert averaged(adapted, plain, 0.0)[0].embedding == pytest.approx([0.0, 1.0])
+    half = averaged(adapted, plain, 0.7)[0]
+    assert half.embedding == pytest.approx(np.array([0.7, 0.3]) / np.hypot(0.7, 0.3))
+    assert half.source == "a.png"
+    with pytest.raises(RuntimeError, match="differ"):
+        averaged(adapted, [face("b.png", [0.0, 1.0])], 0.5)
